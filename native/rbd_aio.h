@@ -1,0 +1,56 @@
+/*
+ * librbd's asynchronous C API for the handler loop, with no data copied in
+ * Python: reads and writes go straight between the image and the ring's data
+ * area iovecs.  librbd completes on its own threads; completions are queued
+ * here under a mutex and announced on an eventfd (one write per empty ->
+ * non-empty transition), so the Python loop takes them in batches without
+ * taking the GIL per completion.
+ */
+#ifndef TCMU_RBD_RBD_AIO_H
+#define TCMU_RBD_RBD_AIO_H
+
+#include <stdint.h>
+#include <sys/uio.h>
+
+struct rq;      /* completion queue */
+struct rbd_dev; /* one open image with its own rados client */
+
+struct rq *rq_create(uint32_t capacity);
+void rq_destroy(struct rq *q);
+int  rq_fd(struct rq *q);
+uint32_t rq_pending(struct rq *q);
+/* Take up to max completions: tag, return value (>= 0 ok, -errno), and for
+ * compare-and-write mismatches (-EILSEQ) the offset of the first differing
+ * byte relative to the start of the operation. */
+int  rq_drain(struct rq *q, uint64_t *tags, int64_t *rets, uint64_t *extra, int max);
+
+/* opts: NULL-terminated list of key, value, key, value ... set on the rados
+ * configuration before connecting (after conf and keyring are read).
+ * snap may be NULL; with a snapshot the image is opened read-only. */
+struct rbd_dev *rbd_dev_open(const char *conf, const char *client_id,
+                             const char *pool, const char *ns,
+                             const char *image, const char *snap,
+                             const char **opts, char *err, uint32_t errlen);
+void rbd_dev_close(struct rbd_dev *d);
+int  rbd_dev_stat(struct rbd_dev *d, uint64_t *size, uint64_t *obj_size, uint64_t *features);
+int  rbd_dev_instance_id(struct rbd_dev *d, uint64_t *out);
+
+int rbd_dev_readv(struct rbd_dev *d, struct rq *q, uint64_t tag,
+                  const struct iovec *iov, uint32_t cnt, uint64_t off);
+int rbd_dev_writev(struct rbd_dev *d, struct rq *q, uint64_t tag,
+                   const struct iovec *iov, uint32_t cnt, uint64_t off, int fua);
+int rbd_dev_flush(struct rbd_dev *d, struct rq *q, uint64_t tag);
+int rbd_dev_discard(struct rbd_dev *d, struct rq *q, uint64_t tag, uint64_t off, uint64_t len);
+int rbd_dev_write_zeroes(struct rbd_dev *d, struct rq *q, uint64_t tag, uint64_t off, uint64_t len);
+/* pattern: one block taken from the iovecs (gathered in C) */
+int rbd_dev_writesame(struct rbd_dev *d, struct rq *q, uint64_t tag, uint64_t off, uint64_t len,
+                      const struct iovec *iov, uint32_t cnt, uint32_t pattern_len);
+/* iovecs hold len bytes to compare followed by len bytes to write */
+int rbd_dev_compare_and_write(struct rbd_dev *d, struct rq *q, uint64_t tag, uint64_t off, uint64_t len,
+                              const struct iovec *iov, uint32_t cnt);
+/* Allocated extents in [off, off+len): up to max (offset, length) pairs.
+ * Synchronous (diff-iterate, object map when the image has one). */
+int rbd_dev_allocated(struct rbd_dev *d, uint64_t off, uint64_t len,
+                      uint64_t *offs, uint64_t *lens, int max);
+
+#endif

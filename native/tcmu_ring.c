@@ -1,0 +1,902 @@
+/*
+ * TCMU ring: handler side (tr_*), kernel-side emulator (emu_*), iovec helpers.
+ * Layout and protocol: include/uapi/linux/target_core_user.h and
+ * drivers/target/target_core_user.c.  See tcmu_ring.h for the overview.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+/* glibc already defines struct iovec: keep linux/uio.h from defining it again */
+#define __LINUX_UIO_H
+#include <linux/target_core_user.h>
+
+#include "tcmu_ring.h"
+
+#define TR_MAX_IDS 65536u
+#define MB_HEAD_OFF 12u
+#define MB_TAIL_OFF 64u
+#define REQ_IOV_OFF ((uint32_t)offsetof(struct tcmu_cmd_entry, req.iov))   /* 48 */
+#define TMR_IDS_OFF ((uint32_t)offsetof(struct tcmu_tmr_entry, cmd_ids))   /* 32 */
+
+/* Event kinds and reasons an entry is malformed (mirrored in ring.py). */
+enum { TR_EV_CMD = 1, TR_EV_TMR = 2 };
+enum { TR_BAD_ENTRY = 1, TR_BAD_CDB = 2, TR_BAD_IOV = 3 };
+
+_Static_assert(sizeof(struct tcmu_mailbox) == 128, "mailbox layout");
+_Static_assert(sizeof(struct tcmu_cmd_entry) == 112, "cmd entry layout");
+_Static_assert(offsetof(struct tcmu_cmd_entry, req.cdb_off) == 24, "cdb_off");
+_Static_assert(offsetof(struct tcmu_cmd_entry, rsp.read_len) == 12, "read_len");
+_Static_assert(offsetof(struct tcmu_cmd_entry, rsp.sense_buffer) == 16, "sense");
+_Static_assert(offsetof(struct tcmu_tmr_entry, cmd_ids) == 32, "tmr ids");
+
+static inline uint32_t make_len_op(uint32_t len, uint32_t op)
+{
+    return (len & ~(uint32_t)TCMU_OP_MASK) | (op & TCMU_OP_MASK);
+}
+
+static inline uint32_t load_acquire(uint8_t *base, uint32_t off)
+{
+    return __atomic_load_n((uint32_t *)(base + off), __ATOMIC_ACQUIRE);
+}
+
+static inline void store_release(uint8_t *base, uint32_t off, uint32_t v)
+{
+    __atomic_store_n((uint32_t *)(base + off), v, __ATOMIC_RELEASE);
+}
+
+/* Length of a CDB from its group code (SPC-4 4.2.5); 0 when unknown. */
+static uint32_t cdb_length(const uint8_t *cdb, uint32_t avail)
+{
+    switch (cdb[0] >> 5) {
+    case 0: return 6;
+    case 1: case 2: return 10;
+    case 4: return 16;
+    case 5: return 12;
+    case 3:
+        if (cdb[0] == 0x7f) {
+            if (avail < 8) return 0;
+            return 8u + cdb[7];
+        }
+        return 0;
+    default: /* vendor specific: take what fits, at most 16 */
+        return avail < 16 ? avail : 16;
+    }
+}
+
+/* ================================================================ handler */
+
+void *tr_mmap(int fd, uint64_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+int tr_munmap(void *addr, uint64_t size)
+{
+    return munmap(addr, size) ? -errno : 0;
+}
+
+struct tr_ring *tr_open(void *base, uint64_t size, int fd)
+{
+    const struct tcmu_mailbox *mb = base;
+    struct tr_ring *r;
+
+    if (size < sizeof(*mb) || mb->version != TCMU_MAILBOX_VERSION) {
+        errno = EPROTO;
+        return NULL;
+    }
+    if (mb->cmdr_off < sizeof(*mb) || mb->cmdr_size < 512 || mb->cmdr_size % 8 ||
+        (uint64_t)mb->cmdr_off + mb->cmdr_size > size) {
+        errno = EPROTO;
+        return NULL;
+    }
+    r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->cmds = calloc(TR_MAX_IDS, sizeof(*r->cmds));
+    r->slots = calloc(TR_MAX_IDS, sizeof(*r->slots));
+    r->tmr_ids = calloc(TR_MAX_IDS, sizeof(*r->tmr_ids));
+    if (!r->cmds || !r->slots || !r->tmr_ids) {
+        tr_close(r);
+        errno = ENOMEM;
+        return NULL;
+    }
+    r->base = base;
+    r->size = size;
+    r->cmdr_off = mb->cmdr_off;
+    r->cmdr_size = mb->cmdr_size;
+    r->data_off = (uint64_t)mb->cmdr_off + mb->cmdr_size;
+    r->version = mb->version;
+    r->flags = mb->flags;
+    r->fd = fd;
+    r->next = load_acquire(r->base, MB_TAIL_OFF) % r->cmdr_size;
+    return r;
+}
+
+void tr_close(struct tr_ring *r)
+{
+    if (!r)
+        return;
+    if (r->cmds)
+        for (uint32_t i = 0; i < TR_MAX_IDS; i++)
+            free(r->cmds[i].iov);
+    free(r->cmds);
+    free(r->slots);
+    free(r->tmr_ids);
+    free(r);
+}
+
+uint32_t tr_load_head(struct tr_ring *r) { return load_acquire(r->base, MB_HEAD_OFF); }
+uint32_t tr_load_tail(struct tr_ring *r) { return load_acquire(r->base, MB_TAIL_OFF); }
+
+/* Forget every outstanding command and resynchronise with the mailbox:
+ * after action/reset_ring the kernel has failed them and zeroed head/tail. */
+void tr_forget_all(struct tr_ring *r)
+{
+    for (uint32_t i = 0; i < TR_MAX_IDS; i++)
+        r->cmds[i].outstanding = 0;
+    r->slot_rd = r->slot_n = 0;
+    r->outstanding = 0;
+    r->dirty = 0;
+    r->next = load_acquire(r->base, MB_TAIL_OFF) % r->cmdr_size;
+}
+
+/* Copy one CMD entry's CDB and iovecs out of the ring into cmds[id]. */
+static void take_cmd(struct tr_ring *r, uint32_t off, uint32_t len, uint16_t id)
+{
+    struct tcmu_cmd_entry *ent = (void *)(r->base + r->cmdr_off + off);
+    struct tr_cmd *c = &r->cmds[id];
+    uint64_t ent_start = (uint64_t)r->cmdr_off + off, ent_end = ent_start + len;
+    uint64_t total, cdb_off, cdb_len, avail;
+
+    c->bad = 0;
+    c->iov_cnt = c->bidi_cnt = 0;
+    c->data_len = 0;
+    c->cdb_len = 0;
+    memset(c->cdb, 0, sizeof(c->cdb));
+    if (len < REQ_IOV_OFF) {
+        c->bad = TR_BAD_ENTRY;
+        return;
+    }
+    total = (uint64_t)ent->req.iov_cnt + ent->req.iov_bidi_cnt + ent->req.iov_dif_cnt;
+    if (REQ_IOV_OFF + 16 * total > len) {
+        c->bad = TR_BAD_ENTRY;
+        return;
+    }
+    /* The kernel writes the CDB inside the entry, after the iovecs. */
+    cdb_off = ent->req.cdb_off;
+    if (cdb_off < ent_start + REQ_IOV_OFF + 16 * total || cdb_off >= ent_end) {
+        c->bad = TR_BAD_CDB;
+        return;
+    }
+    avail = ent_end - cdb_off;
+    if (avail > sizeof(c->cdb))
+        avail = sizeof(c->cdb);
+    cdb_len = cdb_length(r->base + cdb_off, avail);
+    if (cdb_len == 0 || cdb_len > avail) {
+        /* keep what we can see so the SCSI layer can name the opcode */
+        memcpy(c->cdb, r->base + cdb_off, avail < 16 ? avail : 16);
+        c->cdb_len = avail < 16 ? avail : 16;
+        c->bad = TR_BAD_CDB;
+        return;
+    }
+    memcpy(c->cdb, r->base + cdb_off, cdb_len);
+    c->cdb_len = (uint8_t)cdb_len;
+
+    if (total > c->iov_cap) {
+        struct iovec *n = realloc(c->iov, total * sizeof(*n));
+        if (!n) {
+            c->bad = TR_BAD_ENTRY;
+            return;
+        }
+        c->iov = n;
+        c->iov_cap = (uint32_t)total;
+    }
+    for (uint32_t i = 0; i < total; i++) {
+        uint64_t b = (uint64_t)(uintptr_t)ent->req.iov[i].iov_base;
+        uint64_t l = ent->req.iov[i].iov_len;
+        /* Only ever touch our own mapping's data area. */
+        if (b < r->data_off || b > r->size || l > r->size - b) {
+            c->bad = TR_BAD_IOV;
+            return;
+        }
+        c->iov[i].iov_base = r->base + b;
+        c->iov[i].iov_len = l;
+        if (i < ent->req.iov_cnt)
+            c->data_len += l;
+    }
+    c->iov_cnt = ent->req.iov_cnt;
+    c->bidi_cnt = ent->req.iov_bidi_cnt;
+}
+
+/*
+ * Take new entries between the consume cursor and cmd_head.  CMD entries
+ * become outstanding commands (their slots are queued for out-of-order
+ * completion), TMR entries are reported, PAD is skipped, anything else gets
+ * UNKNOWN_OP.  Returns the number of events, or -EPROTO if the ring itself is
+ * corrupt (an entry that would run past the end of the ring).
+ */
+int tr_take(struct tr_ring *r, struct tr_event *ev, int max)
+{
+    uint32_t head = load_acquire(r->base, MB_HEAD_OFF);
+    int n = 0;
+
+    r->tmr_used = 0;
+    if (head >= r->cmdr_size || head % 8)
+        return -EPROTO;
+    while (r->next != head && n < max) {
+        uint32_t off = r->next;
+        struct tcmu_cmd_entry_hdr *h = (void *)(r->base + r->cmdr_off + off);
+        uint32_t len = tcmu_hdr_get_len(h->len_op);
+        uint32_t op = tcmu_hdr_get_op(h->len_op);
+
+        if (len < sizeof(*h) || len % 8 || len > r->cmdr_size - off)
+            return n ? n : -EPROTO;
+        if (op == TCMU_OP_CMD) {
+            uint16_t id = h->cmd_id;
+            if (r->slot_n >= TR_MAX_IDS)
+                break;
+            take_cmd(r, off, len, id);
+            if (!r->cmds[id].outstanding)
+                r->outstanding++;
+            r->cmds[id].outstanding = 1;
+            r->slots[(r->slot_rd + r->slot_n) % TR_MAX_IDS] = off;
+            r->slot_n++;
+            ev[n].kind = TR_EV_CMD;
+            ev[n].cmd_id = id;
+            ev[n].tmr_type = 0;
+            ev[n].tmr_first = ev[n].tmr_count = 0;
+            n++;
+        } else if (op == TCMU_OP_TMR) {
+            struct tcmu_tmr_entry *t = (void *)h;
+            uint32_t cnt = 0;
+            if (len >= TMR_IDS_OFF) {
+                cnt = t->cmd_cnt;
+                if (cnt > (len - TMR_IDS_OFF) / 2)
+                    cnt = (len - TMR_IDS_OFF) / 2;
+            }
+            if (r->tmr_used + cnt > TR_MAX_IDS)
+                break;
+            ev[n].kind = TR_EV_TMR;
+            ev[n].cmd_id = 0;
+            ev[n].tmr_type = len >= TMR_IDS_OFF ? t->tmr_type : 0;
+            ev[n].tmr_first = r->tmr_used;
+            ev[n].tmr_count = cnt;
+            for (uint32_t i = 0; i < cnt; i++)
+                r->tmr_ids[r->tmr_used++] = t->cmd_ids[i];
+            n++;
+        } else if (op != TCMU_OP_PAD) {
+            h->uflags |= TCMU_UFLAG_UNKNOWN_OP;
+        }
+        r->next = (off + len) % r->cmdr_size;
+    }
+    /* Nothing left to complete in front of the cursor: release PAD/TMR space. */
+    if (r->slot_n == 0 && load_acquire(r->base, MB_TAIL_OFF) != r->next) {
+        store_release(r->base, MB_TAIL_OFF, r->next);
+        r->dirty = 1;
+    }
+    return n;
+}
+
+/*
+ * Complete cmd_id out of order: the response goes into the oldest CMD slot
+ * not yet reused (the kernel reaps by the cmd_id it finds there), then
+ * cmd_tail moves past it and past any PAD/TMR up to the next such slot.
+ * Returns 0, or -ENOENT for an id that is not outstanding (dropped: a second
+ * completion would break the ring).
+ */
+int tr_complete(struct tr_ring *r, uint16_t cmd_id, uint8_t status,
+                const uint8_t *sense, uint32_t sense_len,
+                uint8_t uflags, uint32_t read_len)
+{
+    struct tcmu_cmd_entry *ent;
+    uint32_t off, tail;
+
+    if (!r->cmds[cmd_id].outstanding || r->slot_n == 0) {
+        r->dropped++;
+        return -ENOENT;
+    }
+    off = r->slots[r->slot_rd];
+    ent = (void *)(r->base + r->cmdr_off + off);
+    ent->hdr.cmd_id = cmd_id;
+    ent->hdr.uflags = uflags;
+    ent->rsp.scsi_status = status;
+    ent->rsp.read_len = (uflags & TCMU_UFLAG_READ_LEN) ? read_len : 0;
+    if (status == 0x02) { /* CHECK CONDITION */
+        if (sense_len > TCMU_SENSE_BUFFERSIZE)
+            sense_len = TCMU_SENSE_BUFFERSIZE;
+        if (sense_len)
+            memcpy(ent->rsp.sense_buffer, sense, sense_len);
+        memset(ent->rsp.sense_buffer + sense_len, 0, TCMU_SENSE_BUFFERSIZE - sense_len);
+    }
+    r->cmds[cmd_id].outstanding = 0;
+    r->outstanding--;
+    r->slot_rd = (r->slot_rd + 1) % TR_MAX_IDS;
+    r->slot_n--;
+    tail = r->slot_n ? r->slots[r->slot_rd] : r->next;
+    store_release(r->base, MB_TAIL_OFF, tail);
+    r->dirty = 1;
+    r->completions++;
+    return 0;
+}
+
+/* One doorbell for a whole burst of completions.  Returns 1 if the tail had
+ * moved (and, with an fd, the 4-byte write was made), 0 if there was nothing
+ * to tell, -errno on a failed write. */
+int tr_kick(struct tr_ring *r)
+{
+    uint32_t zero = 0;
+    ssize_t w;
+
+    if (!r->dirty)
+        return 0;
+    r->dirty = 0;
+    r->doorbells++;
+    if (r->fd < 0)
+        return 1;
+    do {
+        w = write(r->fd, &zero, sizeof(zero));
+    } while (w < 0 && errno == EINTR);
+    return w < 0 ? -errno : 1;
+}
+
+/* ================================================================ emulator */
+
+#define EMU_POISON 0xDB   /* what a fresh Data-In buffer holds: stale data stand-in */
+
+static uint32_t spc_used(uint32_t head, uint32_t tail, uint32_t size)
+{
+    return head >= tail ? head - tail : size + head - tail;
+}
+
+uint32_t emu_ring_free(struct emu *e)
+{
+    uint32_t head = load_acquire(e->base, MB_HEAD_OFF);
+    return e->cmdr_size - spc_used(head, e->last_cleaned, e->cmdr_size) - 1;
+}
+
+struct emu *emu_create(uint32_t cmdr_size, uint32_t data_blocks, uint32_t block_size, uint16_t flags)
+{
+    struct emu *e;
+    long page = sysconf(_SC_PAGESIZE);
+    struct tcmu_mailbox *mb;
+
+    if (cmdr_size < 1024 || cmdr_size % 8 || !data_blocks || !block_size || block_size % 512) {
+        errno = EINVAL;
+        return NULL;
+    }
+    e = calloc(1, sizeof(*e));
+    if (!e)
+        return NULL;
+    e->memfd = -1;
+    e->cmds = calloc(TR_MAX_IDS, sizeof(*e->cmds));
+    e->used = calloc(data_blocks, 1);
+    e->done_ids = calloc(TR_MAX_IDS, sizeof(*e->done_ids));
+    if (!e->cmds || !e->used || !e->done_ids)
+        goto fail;
+    e->cmdr_off = sizeof(struct tcmu_mailbox);
+    e->cmdr_size = cmdr_size;
+    e->data_off = ((uint64_t)e->cmdr_off + cmdr_size + page - 1) / page * page;
+    e->block_size = block_size;
+    e->nblocks = data_blocks;
+    e->free_blocks = data_blocks;
+    e->size = e->data_off + (uint64_t)data_blocks * block_size;
+    e->next_id = 1;
+    e->memfd = memfd_create("tcmu-emulator", MFD_CLOEXEC);
+    if (e->memfd < 0 || ftruncate(e->memfd, e->size))
+        goto fail;
+    e->base = mmap(NULL, e->size, PROT_READ | PROT_WRITE, MAP_SHARED, e->memfd, 0);
+    if (e->base == MAP_FAILED) {
+        e->base = NULL;
+        goto fail;
+    }
+    mb = (void *)e->base;
+    mb->version = TCMU_MAILBOX_VERSION;
+    mb->flags = flags;
+    mb->cmdr_off = e->cmdr_off;
+    mb->cmdr_size = e->cmdr_size;
+    return e;
+fail:
+    emu_destroy(e);
+    return NULL;
+}
+
+void emu_destroy(struct emu *e)
+{
+    if (!e)
+        return;
+    if (e->base)
+        munmap(e->base, e->size);
+    if (e->memfd >= 0)
+        close(e->memfd);
+    if (e->cmds)
+        for (uint32_t i = 0; i < TR_MAX_IDS; i++)
+            free(e->cmds[i].blocks);
+    free(e->cmds);
+    free(e->used);
+    free(e->done_ids);
+    free(e);
+}
+
+static void emu_free_blocks(struct emu *e, struct emu_cmd *c)
+{
+    for (uint32_t i = 0; i < c->nblocks; i++)
+        e->used[c->blocks[i]] = 0;
+    e->free_blocks += c->nblocks;
+    c->nblocks = 0;
+}
+
+static int emu_alloc_block(struct emu *e, uint32_t *out)
+{
+    for (uint32_t i = 0; i < e->nblocks; i++) {
+        uint32_t b = (e->alloc_cursor + i) % e->nblocks;
+        if (!e->used[b]) {
+            e->used[b] = 1;
+            e->free_blocks--;
+            e->alloc_cursor = (b + 1) % e->nblocks;
+            *out = b;
+            return 0;
+        }
+    }
+    return -EAGAIN;
+}
+
+/* Write a PAD to the end of the ring if an entry of `need` bytes does not fit
+ * before it, exactly as queue_cmd_ring() does.  Returns the new head. */
+static uint32_t emu_pad_if_needed(struct emu *e, uint32_t head, uint32_t need)
+{
+    uint32_t to_end = e->cmdr_size - head;
+    if (to_end < need) {
+        struct tcmu_cmd_entry_hdr *h = (void *)(e->base + e->cmdr_off + head);
+        h->len_op = make_len_op(to_end, TCMU_OP_PAD);
+        h->cmd_id = 0;
+        h->kflags = h->uflags = 0;
+        head = 0;
+    }
+    return head;
+}
+
+static int emu_space(struct emu *e, uint32_t head, uint32_t need)
+{
+    uint32_t to_end = e->cmdr_size - head;
+    uint32_t needed = need + (to_end < need ? to_end : 0);
+    uint32_t free_ = e->cmdr_size - spc_used(head, e->last_cleaned, e->cmdr_size) - 1;
+    return needed <= free_;
+}
+
+static int emu_new_id(struct emu *e, uint16_t *out)
+{
+    for (uint32_t i = 0; i < 65535; i++) {
+        uint16_t id = e->next_id;
+        e->next_id = e->next_id == 65535 ? 1 : e->next_id + 1;
+        if (!e->cmds[id].inflight) {
+            *out = id;
+            return 0;
+        }
+    }
+    return -EAGAIN;
+}
+
+/* Data blocks for one requested vector, appended to c->blocks. */
+static int emu_grow_blocks(struct emu_cmd *c, uint32_t more)
+{
+    if (c->nblocks + more > c->blocks_cap) {
+        uint32_t cap = (c->nblocks + more) * 2;
+        uint32_t *n = realloc(c->blocks, cap * sizeof(*n));
+        if (!n)
+            return -ENOMEM;
+        c->blocks = n;
+        c->blocks_cap = cap;
+    }
+    return 0;
+}
+
+/*
+ * Queue a command like queue_cmd_ring(): data blocks first (each requested
+ * vector starts on a block boundary; vectors split where blocks are not
+ * contiguous, as the kernel's iovecs do), then an entry of the kernel's size
+ * with the CDB after the iovecs, PAD at the wrap, and a release store of
+ * cmd_head.  iov_lens: iov_cnt Data-Out/Data-In lengths then bidi_cnt Data-In
+ * lengths.  Returns the cmd_id, or -EAGAIN when the ring or the data area is
+ * full (the kernel would queue the command until space frees up).
+ */
+int emu_submit(struct emu *e, const uint8_t *cdb, uint32_t cdb_len,
+               const uint32_t *iov_lens, uint32_t iov_cnt, uint32_t bidi_cnt)
+{
+    struct emu_cmd *c;
+    struct tcmu_cmd_entry *ent;
+    uint32_t head, nvec[2] = {0, 0}, base_size, size, blocks_needed = 0;
+    uint16_t id;
+    int rc;
+
+    if (e->broken)
+        return -EIO;
+    if (!cdb_len || cdb_len > 32 || iov_cnt + bidi_cnt > 4096)
+        return -EINVAL;
+    for (uint32_t i = 0; i < iov_cnt + bidi_cnt; i++)
+        blocks_needed += (iov_lens[i] + e->block_size - 1) / e->block_size;
+    if (blocks_needed > e->free_blocks)
+        return -EAGAIN;
+    if ((rc = emu_new_id(e, &id)))
+        return rc;
+    c = &e->cmds[id];
+    c->nblocks = 0;
+    if (emu_grow_blocks(c, blocks_needed))
+        return -ENOMEM;
+    /* Allocate blocks and count the vectors they make. */
+    for (uint32_t i = 0; i < iov_cnt + bidi_cnt; i++) {
+        uint32_t nb = (iov_lens[i] + e->block_size - 1) / e->block_size;
+        for (uint32_t k = 0; k < nb; k++) {
+            uint32_t b;
+            if (emu_alloc_block(e, &b)) {
+                emu_free_blocks(e, c);
+                return -EAGAIN;
+            }
+            c->blocks[c->nblocks++] = b;
+            if (k == 0 || b != c->blocks[c->nblocks - 2] + 1)
+                nvec[i < iov_cnt ? 0 : 1]++;
+        }
+    }
+    base_size = REQ_IOV_OFF + 16 * (nvec[0] + nvec[1]);
+    if (base_size < sizeof(struct tcmu_cmd_entry))
+        base_size = sizeof(struct tcmu_cmd_entry);
+    base_size = (base_size + 7) & ~7u;
+    size = base_size + ((cdb_len + 7) & ~7u);
+    head = load_acquire(e->base, MB_HEAD_OFF);
+    if (size > e->cmdr_size / 2 || !emu_space(e, head, size)) {
+        emu_free_blocks(e, c);
+        return -EAGAIN;
+    }
+    head = emu_pad_if_needed(e, head, size);
+    ent = (void *)(e->base + e->cmdr_off + head);
+    memset(ent, 0, size);
+    ent->hdr.len_op = make_len_op(size, TCMU_OP_CMD);
+    ent->hdr.cmd_id = id;
+    ent->req.iov_cnt = nvec[0];
+    ent->req.iov_bidi_cnt = nvec[1];
+    ent->req.iov_dif_cnt = 0;
+    ent->req.cdb_off = (uint64_t)e->cmdr_off + head + base_size;
+    {
+        uint32_t blk = 0, v = 0;
+        for (uint32_t i = 0; i < iov_cnt + bidi_cnt; i++) {
+            uint32_t left = iov_lens[i];
+            uint32_t nb = (left + e->block_size - 1) / e->block_size;
+            for (uint32_t k = 0; k < nb; k++, blk++) {
+                uint32_t chunk = left < e->block_size ? left : e->block_size;
+                uint64_t addr = e->data_off + (uint64_t)c->blocks[blk] * e->block_size;
+                if (i >= iov_cnt || bidi_cnt == 0)
+                    memset(e->base + addr, EMU_POISON, e->block_size);
+                if (k == 0 || c->blocks[blk] != c->blocks[blk - 1] + 1) {
+                    ent->req.iov[v].iov_base = (void *)(uintptr_t)addr;
+                    ent->req.iov[v].iov_len = chunk;
+                    v++;
+                } else {
+                    ent->req.iov[v - 1].iov_len += chunk;
+                }
+                left -= chunk;
+            }
+        }
+    }
+    memcpy(e->base + ent->req.cdb_off, cdb, cdb_len);
+    c->entry_off = head;
+    c->iov_cnt = nvec[0];
+    c->data_len = 0;
+    for (uint32_t i = 0; i < iov_cnt; i++)
+        c->data_len += iov_lens[i];
+    c->inflight = 1;
+    c->done = 0;
+    c->status = 0;
+    c->uflags = 0;
+    c->read_len = 0;
+    e->inflight++;
+    store_release(e->base, MB_HEAD_OFF, (head + size) % e->cmdr_size);
+    return id;
+}
+
+int emu_submit_tmr(struct emu *e, uint8_t tmr_type, const uint16_t *ids, uint32_t n)
+{
+    struct tcmu_tmr_entry *t;
+    uint32_t head, size = (TMR_IDS_OFF + 2 * n + 7) & ~7u;
+
+    if (e->broken)
+        return -EIO;
+    head = load_acquire(e->base, MB_HEAD_OFF);
+    if (size > e->cmdr_size / 2 || !emu_space(e, head, size))
+        return -EAGAIN;
+    head = emu_pad_if_needed(e, head, size);
+    t = (void *)(e->base + e->cmdr_off + head);
+    memset(t, 0, size);
+    t->hdr.len_op = make_len_op(size, TCMU_OP_TMR);
+    t->tmr_type = tmr_type;
+    t->cmd_cnt = n;
+    memcpy(t->cmd_ids, ids, 2 * n);
+    store_release(e->base, MB_HEAD_OFF, (head + size) % e->cmdr_size);
+    return 0;
+}
+
+/* Write an arbitrary entry (for hostile-ring tests).  A non-PAD/TMR entry's cmd_id is
+ * registered as in flight with no data so that reaping it is legal. */
+int emu_write_raw(struct emu *e, uint32_t len_op, uint16_t cmd_id, const uint8_t *body, uint32_t body_len)
+{
+    uint32_t head, size = tcmu_hdr_get_len(len_op);
+    struct tcmu_cmd_entry_hdr *h;
+
+    if (size < 8 || size % 8 || body_len > size - 8)
+        return -EINVAL;
+    head = load_acquire(e->base, MB_HEAD_OFF);
+    if (size > e->cmdr_size / 2 || !emu_space(e, head, size))
+        return -EAGAIN;
+    head = emu_pad_if_needed(e, head, size);
+    h = (void *)(e->base + e->cmdr_off + head);
+    memset(h, 0, size);
+    h->len_op = len_op;
+    h->cmd_id = cmd_id;
+    memcpy((uint8_t *)h + 8, body, body_len);
+    if (tcmu_hdr_get_op(len_op) != TCMU_OP_PAD && tcmu_hdr_get_op(len_op) != TCMU_OP_TMR &&
+        !e->cmds[cmd_id].inflight) {
+        e->cmds[cmd_id].inflight = 1;
+        e->cmds[cmd_id].done = 0;
+        e->cmds[cmd_id].nblocks = 0;
+        e->cmds[cmd_id].entry_off = head;
+        e->inflight++;
+    }
+    store_release(e->base, MB_HEAD_OFF, (head + size) % e->cmdr_size);
+    return 0;
+}
+
+/*
+ * The doorbell: reap completions from last_cleaned up to cmd_tail, as
+ * tcmu_handle_completions() does.  PAD and TMR entries are skipped; a CMD
+ * entry whose cmd_id is not in flight breaks the ring.  Returns the number
+ * reaped, or -EPROTO once the ring is broken.
+ */
+int emu_reap(struct emu *e)
+{
+    uint32_t tail = load_acquire(e->base, MB_TAIL_OFF);
+    uint32_t head = load_acquire(e->base, MB_HEAD_OFF);
+    int n = 0;
+
+    if (e->broken)
+        return -EPROTO;
+    /* cmd_tail may only move within [last_cleaned, head] */
+    if (tail >= e->cmdr_size || tail % 8 ||
+        spc_used(tail, e->last_cleaned, e->cmdr_size) > spc_used(head, e->last_cleaned, e->cmdr_size)) {
+        e->broken = 1;
+        return -EPROTO;
+    }
+    while (e->last_cleaned != tail) {
+        struct tcmu_cmd_entry *ent = (void *)(e->base + e->cmdr_off + e->last_cleaned);
+        uint32_t len = tcmu_hdr_get_len(ent->hdr.len_op);
+        uint32_t op = tcmu_hdr_get_op(ent->hdr.len_op);
+        struct emu_cmd *c;
+
+        if (len < 8 || len > e->cmdr_size - e->last_cleaned) {
+            e->broken = 1;
+            return -EPROTO;
+        }
+        if (op != TCMU_OP_PAD && op != TCMU_OP_TMR) {
+            c = &e->cmds[ent->hdr.cmd_id];
+            if (!c->inflight) {
+                e->broken = 1;
+                return -EPROTO;
+            }
+            c->uflags = ent->hdr.uflags;
+            if (c->uflags & TCMU_UFLAG_UNKNOWN_OP) {
+                c->status = 0x02;
+            } else {
+                c->status = ent->rsp.scsi_status;
+                c->read_len = ent->rsp.read_len;
+                if (c->status == 0x02)
+                    memcpy(c->sense, ent->rsp.sense_buffer, sizeof(c->sense));
+            }
+            c->inflight = 0;
+            c->done = 1;
+            e->inflight--;
+            if (e->done_n < TR_MAX_IDS)
+                e->done_ids[e->done_n++] = ent->hdr.cmd_id;
+            n++;
+        }
+        e->last_cleaned = (e->last_cleaned + len) % e->cmdr_size;
+    }
+    e->reaped += n;
+    return n;
+}
+
+/* Ids reaped since the last call, oldest first; their blocks are freed here
+ * (after the caller had the chance to read Data-In with emu_data_copy). */
+int emu_take_done(struct emu *e, uint16_t *out, int max)
+{
+    uint32_t n = e->done_n < (uint32_t)max ? e->done_n : (uint32_t)max;
+    for (uint32_t i = 0; i < n; i++) {
+        out[i] = e->done_ids[i];
+        emu_free_blocks(e, &e->cmds[out[i]]);
+    }
+    memmove(e->done_ids, e->done_ids + n, (e->done_n - n) * sizeof(*e->done_ids));
+    e->done_n -= n;
+    return (int)n;
+}
+
+/*
+ * Copy between buf and a command's data blocks: to_cmd=1 fills Data-Out
+ * before the command is seen, to_cmd=0 reads Data-In after it was reaped.
+ * first_iov selects the data (0) or the bidi Data-In (1) vectors.  Reading
+ * honours READ_LEN like gather_data_area(): only read_len bytes are
+ * transferred, so callers see exactly what an initiator would.
+ */
+uint64_t emu_data_copy(struct emu *e, uint16_t cmd_id, int to_cmd, uint8_t *buf, uint64_t len, uint32_t first_iov)
+{
+    struct emu_cmd *c = &e->cmds[cmd_id];
+    uint64_t done = 0, skip_blocks = 0;
+
+    if (first_iov) {
+        /* bidi data starts after the Data-Out blocks */
+        skip_blocks = (c->data_len + e->block_size - 1) / e->block_size;
+    } else if (!to_cmd && (c->uflags & TCMU_UFLAG_READ_LEN) && c->read_len && c->read_len < len) {
+        len = c->read_len;
+    }
+    for (uint64_t k = skip_blocks; k < c->nblocks && done < len; k++) {
+        uint64_t chunk = len - done < e->block_size ? len - done : e->block_size;
+        uint8_t *p = e->base + e->data_off + (uint64_t)c->blocks[k] * e->block_size;
+        if (to_cmd)
+            memcpy(p, buf + done, chunk);
+        else
+            memcpy(buf + done, p, chunk);
+        done += chunk;
+    }
+    return done;
+}
+
+/* action/reset_ring: fail everything in flight (BUSY) and zero head/tail. */
+void emu_reset_ring(struct emu *e)
+{
+    for (uint32_t i = 0; i < TR_MAX_IDS; i++) {
+        struct emu_cmd *c = &e->cmds[i];
+        if (c->inflight) {
+            c->inflight = 0;
+            c->done = 1;
+            c->status = 0x08; /* BUSY */
+            emu_free_blocks(e, c);
+        }
+    }
+    e->inflight = 0;
+    e->done_n = 0;
+    e->last_cleaned = 0;
+    store_release(e->base, MB_TAIL_OFF, 0);
+    store_release(e->base, MB_HEAD_OFF, 0);
+    e->broken = 0;
+}
+
+/* ================================================================ iovec */
+
+uint64_t iov_from_buf(const struct iovec *iov, uint32_t cnt, uint64_t skip, const void *src, uint64_t len)
+{
+    uint64_t done = 0;
+    for (uint32_t i = 0; i < cnt && done < len; i++) {
+        uint64_t l = iov[i].iov_len;
+        if (skip >= l) { skip -= l; continue; }
+        l -= skip;
+        if (l > len - done) l = len - done;
+        memcpy((uint8_t *)iov[i].iov_base + skip, (const uint8_t *)src + done, l);
+        done += l;
+        skip = 0;
+    }
+    return done;
+}
+
+uint64_t iov_to_buf(const struct iovec *iov, uint32_t cnt, uint64_t skip, void *dst, uint64_t len)
+{
+    uint64_t done = 0;
+    for (uint32_t i = 0; i < cnt && done < len; i++) {
+        uint64_t l = iov[i].iov_len;
+        if (skip >= l) { skip -= l; continue; }
+        l -= skip;
+        if (l > len - done) l = len - done;
+        memcpy((uint8_t *)dst + done, (const uint8_t *)iov[i].iov_base + skip, l);
+        done += l;
+        skip = 0;
+    }
+    return done;
+}
+
+uint64_t iov_fill(const struct iovec *iov, uint32_t cnt, uint64_t skip, int c, uint64_t len)
+{
+    uint64_t done = 0;
+    for (uint32_t i = 0; i < cnt && done < len; i++) {
+        uint64_t l = iov[i].iov_len;
+        if (skip >= l) { skip -= l; continue; }
+        l -= skip;
+        if (l > len - done) l = len - done;
+        memset((uint8_t *)iov[i].iov_base + skip, c, l);
+        done += l;
+        skip = 0;
+    }
+    return done;
+}
+
+/* Offset (from skip) of the first byte that differs from buf, or -1. */
+int64_t iov_compare(const struct iovec *iov, uint32_t cnt, uint64_t skip, const void *buf, uint64_t len)
+{
+    uint64_t done = 0;
+    for (uint32_t i = 0; i < cnt && done < len; i++) {
+        uint64_t l = iov[i].iov_len;
+        const uint8_t *p, *q;
+        if (skip >= l) { skip -= l; continue; }
+        l -= skip;
+        if (l > len - done) l = len - done;
+        p = (const uint8_t *)iov[i].iov_base + skip;
+        q = (const uint8_t *)buf + done;
+        if (memcmp(p, q, l))
+            for (uint64_t k = 0; k < l; k++)
+                if (p[k] != q[k])
+                    return (int64_t)(done + k);
+        done += l;
+        skip = 0;
+    }
+    return -1;
+}
+
+int64_t iov_first_nonzero(const struct iovec *iov, uint32_t cnt, uint64_t skip, uint64_t len)
+{
+    uint64_t done = 0;
+    for (uint32_t i = 0; i < cnt && done < len; i++) {
+        uint64_t l = iov[i].iov_len;
+        const uint8_t *p;
+        if (skip >= l) { skip -= l; continue; }
+        l -= skip;
+        if (l > len - done) l = len - done;
+        p = (const uint8_t *)iov[i].iov_base + skip;
+        for (uint64_t k = 0; k < l; k++)
+            if (p[k])
+                return (int64_t)(done + k);
+        done += l;
+        skip = 0;
+    }
+    return -1;
+}
+
+/* preadv/pwritev over any number of vectors (the syscalls stop at IOV_MAX). */
+static int64_t rw_all(int fd, const struct iovec *iov, uint32_t cnt, uint64_t offset, int write_)
+{
+    int64_t total = 0;
+    while (cnt) {
+        int n = cnt > 1024 ? 1024 : (int)cnt;
+        uint64_t want = 0;
+        ssize_t r;
+        for (int i = 0; i < n; i++)
+            want += iov[i].iov_len;
+        do {
+            r = write_ ? pwritev(fd, iov, n, (off_t)offset) : preadv(fd, iov, n, (off_t)offset);
+        } while (r < 0 && errno == EINTR);
+        if (r < 0)
+            return -errno;
+        total += r;
+        if ((uint64_t)r != want)
+            return total;   /* short: EOF on read */
+        offset += want;
+        iov += n;
+        cnt -= n;
+    }
+    return total;
+}
+
+int64_t tr_preadv(int fd, const struct iovec *iov, uint32_t cnt, uint64_t offset)
+{
+    return rw_all(fd, iov, cnt, offset, 0);
+}
+
+int64_t tr_pwritev(int fd, const struct iovec *iov, uint32_t cnt, uint64_t offset)
+{
+    return rw_all(fd, iov, cnt, offset, 1);
+}
+
+/* Deallocate a range of a sparse file; it then reads as zeroes. */
+int tr_punch_hole(int fd, uint64_t offset, uint64_t len)
+{
+    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)len) ? -errno : 0;
+}

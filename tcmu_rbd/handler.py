@@ -1,0 +1,343 @@
+"""The per-device loop: ring -> scsi -> backend -> ring.
+
+`Handler.process()` takes every new entry from the ring, decodes each CDB with
+the pure SCSI core, submits backend I/O directly on the command's data-area
+iovecs, completes finished commands out of order, and rings the doorbell once
+for the whole burst.
+
+Each submission carries a tag = (generation << 16) | cmd_id.  The generation
+changes every time a cmd_id is reused, so a completion that arrives for a
+command the ring no longer holds (after a ring reset, or an abort) is
+recognised and dropped instead of completing somebody else's command.
+
+The hot path (READ, WRITE) is a straight line: parse, submit, complete.  Rare
+multi-step operations (verify, write-and-verify, UNMAP lists, EXTENDED COPY)
+run as small generators that yield backend submissions.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import time
+
+from tcmu_rbd import scsi
+from tcmu_rbd._native import ffi, lib
+from tcmu_rbd.ring import (BAD_CDB, BAD_IOV, EV_CMD, EV_TMR, TMR_ABORT_TASK,
+                           TMR_ABORT_TASK_SET, TMR_CLEAR_TASK_SET, TMR_LUN_RESET,
+                           TMR_LUN_RESET_PRO, Ring)
+
+log = logging.getLogger("tcmu_rbd.handler")
+
+READ, WRITE, DONE, FLUSH = scsi.READ, scsi.WRITE, scsi.DONE, scsi.FLUSH
+GOOD, CHECK_CONDITION = scsi.GOOD, scsi.CHECK_CONDITION
+NO_IDS = 65536
+SCRATCH = 1 << 20   # per-step buffer for verify/copy (bounded: never the whole op)
+
+# Malformed ring entries cannot come from a healthy kernel; answer them
+# without touching their data: HARDWARE ERROR / INTERNAL TARGET FAILURE.
+_SENSE_INTERNAL = scsi.sense(0x04, 0x44, 0x00)
+_SENSE_INVALID_OPCODE = scsi.sense(0x05, 0x20, 0x00)
+_SENSE_ABORTED = scsi.sense(0x0B, 0x00, 0x00)
+
+
+class Handler:
+    def __init__(self, ring: Ring, backend, lun, identity=None, name: str = ""):
+        """identity: optional callable run before INQUIRY to refresh lun.serial
+        etc. (configfs wwn/vpd_unit_serial is written after the device is
+        enabled)."""
+        self.ring = ring
+        self.backend = backend
+        self.lun = lun
+        self.name = name
+        self._identity = identity
+        backend.on_complete = self._on_complete
+        self._cmds = ring.cmds
+        self._gen = [0] * NO_IDS
+        self._kind = [0] * NO_IDS
+        self._steps = {}          # cmd_id -> generator of a multi-step op
+        self._aborted = set()
+        self._cur = None          # the command parse() may ask Data-Out from
+        self._running = None      # cmd_id whose multi-step op is submitting
+        self._parked = None       # its synchronous completion
+        self._scratch = ffi.new("uint8_t[]", SCRATCH)
+        self.stopping = False
+        self.stats = {"commands": 0, "errors": 0, "aborts": 0, "stale": 0}
+
+    # ------------------------------------------------------------ the loop
+    def process(self) -> int:
+        """Take and start every new command, deliver backend completions,
+        ring the doorbell once.  Returns the number of commands started."""
+        ring = self.ring
+        started = 0
+        while not self.stopping:
+            n = ring.take()
+            if not n:
+                break
+            evs = ring.events
+            for i in range(n):
+                ev = evs[i]
+                if ev.kind == EV_CMD:
+                    self._start(ev.cmd_id)
+                elif ev.kind == EV_TMR:
+                    self._tmr(ev)
+            started += n
+        if self.backend.fileno() is not None:
+            self.backend.poll()
+        ring.kick()
+        return started
+
+    def serve(self, uio_fd: int, control_fd: int | None = None, on_control=None,
+              idle_timeout: float = 1.0) -> None:
+        """Serve until `stopping` is set: wait on the uio fd, the backend's
+        completion fd and an optional control fd.  On stop, take no new
+        commands but complete everything in flight."""
+        p = select.epoll()
+        p.register(uio_fd, select.EPOLLIN)
+        bfd = self.backend.fileno()
+        if bfd is not None:
+            p.register(bfd, select.EPOLLIN)
+        if control_fd is not None:
+            p.register(control_fd, select.EPOLLIN)
+        try:
+            while not self.stopping:
+                for fd, _ in p.poll(idle_timeout):
+                    if fd == uio_fd:
+                        try:
+                            os.read(uio_fd, 4)
+                        except BlockingIOError:
+                            pass
+                    elif fd == control_fd and on_control is not None:
+                        on_control()
+                self.process()
+            self.drain()
+        finally:
+            p.close()
+
+    def drain(self, timeout: float = 60.0) -> bool:
+        """Wait for every in-flight command to complete (SIGTERM, stop)."""
+        bfd = self.backend.fileno()
+        deadline = time.monotonic() + timeout
+        while self.ring.outstanding and time.monotonic() < deadline:
+            if bfd is not None:
+                select.select([bfd], [], [], 0.1)
+                self.backend.poll()
+            self.ring.kick()
+            if bfd is None:
+                break
+        self.ring.kick()
+        return self.ring.outstanding == 0
+
+    # ------------------------------------------------------------ commands
+    def _start(self, cid: int) -> None:
+        c = self._cmds[cid]
+        self.stats["commands"] += 1
+        if c.bad:
+            self._fail_bad(cid, c)
+            return
+        cdb = ffi.buffer(c.cdb, c.cdb_len)[:]
+        if cdb[0] == 0x12 and self._identity is not None:
+            self._identity(self.lun)
+        self._cur = c
+        op = scsi.parse(cdb, self.lun, c.data_len, self._data_out)
+        self._cur = None
+        kind = op[0]
+        gen = self._gen[cid] = (self._gen[cid] + 1) & 0xFFFFFFFF
+        tag = (gen << 16) | cid
+        self._kind[cid] = kind
+        if kind == READ:
+            self.backend.read(tag, c.iov, c.iov_cnt, op[1], op[2])
+        elif kind == WRITE:
+            self.backend.write(tag, c.iov, c.iov_cnt, op[1], op[2], op[3])
+        elif kind == DONE:
+            self._answer(cid, c, op[1], op[2], op[3])
+        elif kind == FLUSH:
+            self.backend.flush(tag)
+        else:
+            self._start_other(cid, c, tag, kind, op)
+
+    def _data_out(self, n: int) -> bytes:
+        """Data-Out bytes for parse() (parameter lists: small)."""
+        c = self._cur
+        n = min(n, c.data_len)
+        buf = ffi.new("uint8_t[]", n) if n > SCRATCH else self._scratch
+        got = lib.iov_to_buf(c.iov, c.iov_cnt, 0, buf, n)
+        return ffi.buffer(buf, got)[:]
+
+    def _answer(self, cid, c, status, sense, data) -> None:
+        """Complete an emulated command: its data, then zeroes to the end of
+        the Data-In buffer (the data area is reused between commands), and
+        the real length with READ_LEN."""
+        if data is not None and c.iov_cnt:
+            n = lib.iov_from_buf(c.iov, c.iov_cnt, 0, data, len(data))
+            if c.data_len > n:
+                lib.iov_fill(c.iov, c.iov_cnt, n, 0, c.data_len - n)
+            self.ring.complete(cid, status, sense or ffi.NULL, n)
+        else:
+            if status == GOOD and c.iov_cnt and c.data_len:
+                # nothing to return: no stale byte leaves either
+                lib.iov_fill(c.iov, c.iov_cnt, 0, 0, c.data_len)
+            self.ring.complete(cid, status, sense or ffi.NULL)
+
+    def _fail_bad(self, cid, c) -> None:
+        self.stats["errors"] += 1
+        sense = _SENSE_INVALID_OPCODE if c.bad == BAD_CDB else _SENSE_INTERNAL
+        log.warning("%s: malformed ring entry for cmd %d (reason %d)", self.name, cid, c.bad)
+        self.ring.complete(cid, CHECK_CONDITION, sense)
+
+    def _on_complete(self, tag: int, ret: int, extra: int) -> None:
+        cid = tag & 0xFFFF
+        if self._gen[cid] != tag >> 16 or not self._cmds[cid].outstanding:
+            self.stats["stale"] += 1
+            return
+        step = self._steps.get(cid)
+        if step is not None:
+            if self._running == cid:
+                self._parked = (ret, extra)
+            else:
+                self._advance(cid, step, (ret, extra))
+            return
+        if ret >= 0 and cid not in self._aborted:
+            self.ring.complete(cid, GOOD)
+            return
+        self._finish_error(cid, self._kind[cid], ret, extra)
+
+    def _finish_error(self, cid, kind, ret, extra) -> None:
+        if cid in self._aborted:
+            self._aborted.discard(cid)
+            # the kernel discards an aborted command's status: release the slot
+            self.ring.complete(cid, scsi.TASK_ABORTED)
+            return
+        status, sense = scsi.io_result(kind, ret, extra)
+        if status != GOOD:
+            self.stats["errors"] += 1
+        self.ring.complete(cid, status, sense or ffi.NULL)
+
+    # ------------------------------------------------------------ rare ops
+    def _start_other(self, cid, c, tag, kind, op) -> None:
+        b = self.backend
+        if kind == scsi.COMPARE_AND_WRITE:
+            b.compare_and_write(tag, op[1], op[2], c.iov, c.iov_cnt)
+        elif kind == scsi.WRITE_ZEROES:
+            b.write_zeroes(tag, op[1], op[2])
+        elif kind == scsi.WRITE_SAME:
+            b.write_same(tag, op[1], op[2], c.iov, c.iov_cnt, op[3])
+        elif kind == scsi.GET_LBA_STATUS:
+            self._lba_status(cid, c, op[1], op[2])
+        else:
+            gen = {scsi.UNMAP: self._unmap, scsi.VERIFY: self._verify,
+                   scsi.WRITE_VERIFY: self._write_verify, scsi.COPY: self._copy}.get(kind)
+            if gen is None:
+                self._answer(cid, c, CHECK_CONDITION, _SENSE_INTERNAL, None)
+                return
+            step = gen(c, op)
+            self._steps[cid] = step
+            self._advance(cid, step, None)
+
+    def _advance(self, cid, step, value) -> None:
+        """Run a multi-step op until it has I/O in flight or finishes.  The
+        generator yields a callable(tag) that submits one backend op and is
+        sent back (ret, extra); it returns (status, sense).  A synchronous
+        backend completes inside the submit call: that result is parked and
+        the loop goes on, so long ops never recurse."""
+        tag = (self._gen[cid] << 16) | cid
+        self._running = cid
+        try:
+            while True:
+                if cid in self._aborted:
+                    step.close()
+                    raise StopIteration((scsi.TASK_ABORTED, None))
+                submit = next(step) if value is None else step.send(value)
+                self._parked = None
+                submit(tag)
+                if self._parked is None:
+                    return
+                value, self._parked = self._parked, None
+        except StopIteration as done:
+            self._steps.pop(cid, None)
+            self._aborted.discard(cid)
+            status, sense = done.value
+            if status != GOOD:
+                self.stats["errors"] += 1
+            self.ring.complete(cid, status, sense or ffi.NULL)
+        finally:
+            self._running = None
+
+    def _unmap(self, c, op):
+        for off, length in op[1]:
+            ret, _ = yield (lambda tag, o=off, n=length: self.backend.discard(tag, o, n))
+            if ret < 0:
+                return scsi.io_result(scsi.UNMAP, ret, 0)
+        return GOOD, None
+
+    def _verify(self, c, op):
+        _, off, length, bytchk = op
+        return (yield from self._compare_medium(c, off, length, bytchk, 0, scsi.VERIFY))
+
+    def _compare_medium(self, c, off, length, bytchk, skip, kind):
+        pos = 0
+        while pos < length:
+            n = min(SCRATCH, length - pos)
+            iov = ffi.new("struct iovec *", {"iov_base": self._scratch, "iov_len": n})
+            ret, _ = yield (lambda tag, o=off + pos, n=n, iov=iov: self.backend.read(tag, iov, 1, o, n))
+            if ret < 0:
+                return scsi.io_result(kind, ret, 0)
+            if bytchk:
+                d = lib.iov_compare(c.iov, c.iov_cnt, skip + pos, self._scratch, n)
+                if d >= 0:
+                    return scsi.io_result(kind, -errno.EILSEQ, pos + d)
+            pos += n
+        return GOOD, None
+
+    def _write_verify(self, c, op):
+        _, off, length, _ = op
+        ret, _ = yield (lambda tag: self.backend.write(tag, c.iov, c.iov_cnt, off, length, True))
+        if ret < 0:
+            return scsi.io_result(scsi.WRITE_VERIFY, ret, 0)
+        return (yield from self._compare_medium(c, off, length, 1, 0, scsi.WRITE_VERIFY))
+
+    def _copy(self, c, op):
+        for src, dst, length in op[1]:
+            pos = 0
+            while pos < length:
+                n = min(SCRATCH, length - pos)
+                iov = ffi.new("struct iovec *", {"iov_base": self._scratch, "iov_len": n})
+                ret, _ = yield (lambda tag, o=src + pos, n=n, iov=iov: self.backend.read(tag, iov, 1, o, n))
+                if ret < 0:
+                    return scsi.io_result(scsi.COPY, ret, 0)
+                ret, _ = yield (lambda tag, o=dst + pos, n=n, iov=iov: self.backend.write(tag, iov, 1, o, n))
+                if ret < 0:
+                    return scsi.io_result(scsi.COPY, ret, 0)
+                pos += n
+        return GOOD, None
+
+    def _lba_status(self, cid, c, offset, alloc_len) -> None:
+        try:
+            extents = self.backend.allocated(offset, self.backend.size - offset)
+        except OSError as e:
+            status, sense = scsi.io_result(scsi.GET_LBA_STATUS, -e.errno, 0)
+            self.ring.complete(cid, status, sense or ffi.NULL)
+            return
+        lba = offset // self.lun.block_size
+        data = scsi.lba_status_data(self.lun, lba, extents, alloc_len)
+        self._answer(cid, c, GOOD, None, data)
+
+    # ------------------------------------------------------------ TMR
+    def _tmr(self, ev) -> None:
+        ids = self.ring.tmr_ids(ev)
+        self.stats["aborts"] += len(ids)
+        if ev.tmr_type in (TMR_ABORT_TASK, TMR_ABORT_TASK_SET, TMR_CLEAR_TASK_SET,
+                           TMR_LUN_RESET, TMR_LUN_RESET_PRO):
+            # Commands already in librbd cannot be recalled and their buffers
+            # stay in use until librbd lets go, so they complete when their
+            # I/O does (the kernel discards the status); what is not yet
+            # started never starts.
+            for cid in ids:
+                if self._cmds[cid].outstanding:
+                    self._aborted.add(cid)
+        log.info("%s: task management %d for %d command(s)", self.name, ev.tmr_type, len(ids))
+
+    def close(self) -> None:
+        self.backend.close()
