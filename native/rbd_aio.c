@@ -26,6 +26,7 @@ struct rbd_dev {
     rados_t cluster;
     rados_ioctx_t ioctx;
     rbd_image_t image;
+    uint64_t obj_size;
 };
 
 enum { OP_PLAIN, OP_CAW };
@@ -35,6 +36,8 @@ struct op {
     uint64_t tag;
     int kind;
     uint64_t off;
+    uint64_t len;
+    uint64_t obj_size;
     uint64_t mismatch;
     void *buf;          /* compare-and-write / writesame bounce buffer */
 };
@@ -126,6 +129,22 @@ int rq_drain(struct rq *q, uint64_t *tags, int64_t *rets, uint64_t *extra, int m
     return n;
 }
 
+/*
+ * The offset of the first differing byte, relative to the operation.  librbd
+ * has reported it three ways: as an image offset (the documented meaning),
+ * as the object's image offset plus the offset within the buffer (Ceph 16),
+ * and relative to the operation.  Only one of them lands inside [0, len).
+ */
+static uint64_t caw_mismatch(const struct op *o)
+{
+    uint64_t m = o->mismatch, base = o->obj_size ? o->off - o->off % o->obj_size : 0;
+    if (m >= o->off && m - o->off < o->len)
+        return m - o->off;
+    if (m >= base && m - base < o->len)
+        return m - base;
+    return m < o->len ? m : 0;
+}
+
 static void op_done(rbd_completion_t c, void *arg)
 {
     struct op *o = arg;
@@ -134,7 +153,7 @@ static void op_done(rbd_completion_t c, void *arg)
 
     rbd_aio_release(c);
     if (o->kind == OP_CAW && ret == -EILSEQ)
-        extra = o->mismatch >= o->off ? o->mismatch - o->off : 0;
+        extra = caw_mismatch(o);
     rq_push(o->q, o->tag, ret, extra);
     free(o->buf);
     free(o);
@@ -211,6 +230,11 @@ struct rbd_dev *rbd_dev_open(const char *conf, const char *client_id,
                  strerror(-rc));
         d->image = NULL;
         goto fail;
+    }
+    {
+        rbd_image_info_t info;
+        if (rbd_stat(d->image, &info, sizeof(info)) == 0)
+            d->obj_size = info.obj_size;
     }
     return d;
 fail:
@@ -334,6 +358,8 @@ int rbd_dev_compare_and_write(struct rbd_dev *d, struct rq *q, uint64_t tag, uin
         return -ENOMEM;
     o->kind = OP_CAW;
     o->off = off;
+    o->len = len;
+    o->obj_size = d->obj_size;
     o->buf = malloc(2 * len);
     if (!o->buf)
         return op_failed(o, c, -ENOMEM);

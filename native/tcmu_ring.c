@@ -416,8 +416,11 @@ void emu_destroy(struct emu *e)
     if (e->memfd >= 0)
         close(e->memfd);
     if (e->cmds)
-        for (uint32_t i = 0; i < TR_MAX_IDS; i++)
+        for (uint32_t i = 0; i < TR_MAX_IDS; i++) {
             free(e->cmds[i].blocks);
+            free(e->cmds[i].iov_off);
+            free(e->cmds[i].iov_len);
+        }
     free(e->cmds);
     free(e->used);
     free(e->done_ids);
@@ -543,6 +546,18 @@ int emu_submit(struct emu *e, const uint8_t *cdb, uint32_t cdb_len,
                 nvec[i < iov_cnt ? 0 : 1]++;
         }
     }
+    if (nvec[0] + nvec[1] > c->iov_cap) {
+        uint32_t cap = nvec[0] + nvec[1];
+        uint64_t *o = realloc(c->iov_off, cap * sizeof(*o));
+        uint32_t *l = o ? realloc(c->iov_len, cap * sizeof(*l)) : NULL;
+        if (o) c->iov_off = o;
+        if (!o || !l) {
+            emu_free_blocks(e, c);
+            return -ENOMEM;
+        }
+        c->iov_len = l;
+        c->iov_cap = cap;
+    }
     base_size = REQ_IOV_OFF + 16 * (nvec[0] + nvec[1]);
     if (base_size < sizeof(struct tcmu_cmd_entry))
         base_size = sizeof(struct tcmu_cmd_entry);
@@ -575,9 +590,12 @@ int emu_submit(struct emu *e, const uint8_t *cdb, uint32_t cdb_len,
                 if (k == 0 || c->blocks[blk] != c->blocks[blk - 1] + 1) {
                     ent->req.iov[v].iov_base = (void *)(uintptr_t)addr;
                     ent->req.iov[v].iov_len = chunk;
+                    c->iov_off[v] = addr;
+                    c->iov_len[v] = chunk;
                     v++;
                 } else {
                     ent->req.iov[v - 1].iov_len += chunk;
+                    c->iov_len[v - 1] += chunk;
                 }
                 left -= chunk;
             }
@@ -586,6 +604,7 @@ int emu_submit(struct emu *e, const uint8_t *cdb, uint32_t cdb_len,
     memcpy(e->base + ent->req.cdb_off, cdb, cdb_len);
     c->entry_off = head;
     c->iov_cnt = nvec[0];
+    c->iov_total = nvec[0] + nvec[1];
     c->data_len = 0;
     for (uint32_t i = 0; i < iov_cnt; i++)
         c->data_len += iov_lens[i];
@@ -640,6 +659,7 @@ int emu_write_raw(struct emu *e, uint32_t len_op, uint16_t cmd_id, const uint8_t
     memcpy((uint8_t *)h + 8, body, body_len);
     if (tcmu_hdr_get_op(len_op) != TCMU_OP_PAD && tcmu_hdr_get_op(len_op) != TCMU_OP_TMR &&
         !e->cmds[cmd_id].inflight) {
+        e->cmds[cmd_id].iov_cnt = e->cmds[cmd_id].iov_total = 0;
         e->cmds[cmd_id].inflight = 1;
         e->cmds[cmd_id].done = 0;
         e->cmds[cmd_id].nblocks = 0;
@@ -732,17 +752,14 @@ int emu_take_done(struct emu *e, uint16_t *out, int max)
 uint64_t emu_data_copy(struct emu *e, uint16_t cmd_id, int to_cmd, uint8_t *buf, uint64_t len, uint32_t first_iov)
 {
     struct emu_cmd *c = &e->cmds[cmd_id];
-    uint64_t done = 0, skip_blocks = 0;
+    uint32_t v0 = first_iov ? c->iov_cnt : 0, v1 = first_iov ? c->iov_total : c->iov_cnt;
+    uint64_t done = 0;
 
-    if (first_iov) {
-        /* bidi data starts after the Data-Out blocks */
-        skip_blocks = (c->data_len + e->block_size - 1) / e->block_size;
-    } else if (!to_cmd && (c->uflags & TCMU_UFLAG_READ_LEN) && c->read_len && c->read_len < len) {
+    if (!first_iov && !to_cmd && (c->uflags & TCMU_UFLAG_READ_LEN) && c->read_len && c->read_len < len)
         len = c->read_len;
-    }
-    for (uint64_t k = skip_blocks; k < c->nblocks && done < len; k++) {
-        uint64_t chunk = len - done < e->block_size ? len - done : e->block_size;
-        uint8_t *p = e->base + e->data_off + (uint64_t)c->blocks[k] * e->block_size;
+    for (uint32_t v = v0; v < v1 && done < len; v++) {
+        uint64_t chunk = len - done < c->iov_len[v] ? len - done : c->iov_len[v];
+        uint8_t *p = e->base + c->iov_off[v];
         if (to_cmd)
             memcpy(p, buf + done, chunk);
         else

@@ -83,7 +83,11 @@ struct emu_cmd {
     uint32_t nblocks;       /* data blocks it holds */
     uint32_t *blocks;
     uint32_t blocks_cap;
-    uint32_t iov_cnt;
+    uint32_t iov_cnt;       /* data vectors; bidi vectors follow */
+    uint32_t iov_total;
+    uint64_t *iov_off;      /* the vectors as written into the entry */
+    uint32_t *iov_len;
+    uint32_t iov_cap;
     uint64_t data_len;
     uint8_t  inflight;
     uint8_t  done;          /* reaped, result below is valid */

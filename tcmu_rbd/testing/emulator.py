@@ -147,6 +147,11 @@ class Emulator:
         lib.emu_take_done(e, self._ids, count)
         return out
 
+    def is_done(self, cmd_id: int) -> bool:
+        """Reaped by a doorbell (its result is ready for reap())."""
+        c = self._e.cmds[cmd_id]
+        return bool(c.done) and not c.inflight
+
     def reap_count(self) -> int:
         """Free the blocks of reaped commands without building results (benchmarks)."""
         return lib.emu_take_done(self._e, self._ids, 65536)

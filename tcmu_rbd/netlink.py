@@ -1,0 +1,803 @@
+"""Generic netlink for the kernel's TCMU control channel (family "TCM-USER").
+
+Two layers:
+
+* Sans-IO encoding/decoding: pure functions over ``bytes`` for ``nlmsghdr``,
+  ``genlmsghdr`` and ``nlattr`` (with the 4-byte NLA alignment), the controller
+  messages (CTRL_CMD_GETFAMILY) and the TCM-USER messages.  Malformed or
+  truncated input raises :class:`NetlinkDecodeError`, never anything else.
+* A thin I/O layer: :class:`GenlSocket` (a ``NETLINK_GENERIC`` socket that
+  resolves families and multicast groups through "nlctrl") and
+  :class:`TcmuNetlink` (joins the "config" group of TCM-USER, sends
+  ``SET_FEATURES{SUPP_KERN_CMD_REPLY=1}``, yields kernel events and sends the
+  ``*_DONE`` replies).
+
+Numbers follow ``<linux/netlink.h>``, ``<linux/genetlink.h>`` and
+``<linux/target_core_user.h>`` (tests/test_netlink.py checks them against the
+installed header).
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+import select
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+
+log = logging.getLogger("tcmu_rbd.netlink")
+
+# --- <linux/netlink.h> -------------------------------------------------------
+NETLINK_GENERIC = 16
+SOL_NETLINK = 270
+NETLINK_ADD_MEMBERSHIP = 1
+NETLINK_DROP_MEMBERSHIP = 2
+NETLINK_EXT_ACK = 11
+
+NLMSG_NOOP = 1
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLMSG_OVERRUN = 4
+NLMSG_MIN_TYPE = 0x10
+
+NLM_F_REQUEST = 0x01
+NLM_F_MULTI = 0x02
+NLM_F_ACK = 0x04
+NLM_F_ECHO = 0x08
+
+NLA_F_NESTED = 0x8000
+NLA_F_NET_BYTEORDER = 0x4000
+NLA_TYPE_MASK = ~(NLA_F_NESTED | NLA_F_NET_BYTEORDER) & 0xFFFF
+
+NLMSG_HDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+GENL_HDR = struct.Struct("=BBH")  # cmd, version, reserved
+NLA_HDR = struct.Struct("=HH")  # len, type
+NLMSG_ALIGNTO = 4
+NLA_ALIGNTO = 4
+
+# --- <linux/genetlink.h> -----------------------------------------------------
+GENL_ID_CTRL = NLMSG_MIN_TYPE
+CTRL_CMD_NEWFAMILY = 1
+CTRL_CMD_GETFAMILY = 3
+CTRL_ATTR_FAMILY_ID = 1
+CTRL_ATTR_FAMILY_NAME = 2
+CTRL_ATTR_VERSION = 3
+CTRL_ATTR_HDRSIZE = 4
+CTRL_ATTR_MAXATTR = 5
+CTRL_ATTR_OPS = 6
+CTRL_ATTR_MCAST_GROUPS = 7
+CTRL_ATTR_MCAST_GRP_NAME = 1
+CTRL_ATTR_MCAST_GRP_ID = 2
+
+# --- <linux/target_core_user.h> ----------------------------------------------
+TCMU_FAMILY_NAME = "TCM-USER"
+TCMU_MCGRP_CONFIG = "config"
+TCMU_NL_VERSION = 2
+
+TCMU_CMD_UNSPEC = 0
+TCMU_CMD_ADDED_DEVICE = 1
+TCMU_CMD_REMOVED_DEVICE = 2
+TCMU_CMD_RECONFIG_DEVICE = 3
+TCMU_CMD_ADDED_DEVICE_DONE = 4
+TCMU_CMD_REMOVED_DEVICE_DONE = 5
+TCMU_CMD_RECONFIG_DEVICE_DONE = 6
+TCMU_CMD_SET_FEATURES = 7
+
+TCMU_ATTR_UNSPEC = 0
+TCMU_ATTR_DEVICE = 1
+TCMU_ATTR_MINOR = 2
+TCMU_ATTR_PAD = 3
+TCMU_ATTR_DEV_CFG = 4
+TCMU_ATTR_DEV_SIZE = 5
+TCMU_ATTR_WRITECACHE = 6
+TCMU_ATTR_CMD_STATUS = 7
+TCMU_ATTR_DEVICE_ID = 8
+TCMU_ATTR_SUPP_KERN_CMD_REPLY = 9
+
+#: kernel event -> the reply command that completes it
+DONE_FOR = {
+    TCMU_CMD_ADDED_DEVICE: TCMU_CMD_ADDED_DEVICE_DONE,
+    TCMU_CMD_REMOVED_DEVICE: TCMU_CMD_REMOVED_DEVICE_DONE,
+    TCMU_CMD_RECONFIG_DEVICE: TCMU_CMD_RECONFIG_DEVICE_DONE,
+}
+CMD_NAMES = {
+    TCMU_CMD_ADDED_DEVICE: "ADDED_DEVICE",
+    TCMU_CMD_REMOVED_DEVICE: "REMOVED_DEVICE",
+    TCMU_CMD_RECONFIG_DEVICE: "RECONFIG_DEVICE",
+    TCMU_CMD_ADDED_DEVICE_DONE: "ADDED_DEVICE_DONE",
+    TCMU_CMD_REMOVED_DEVICE_DONE: "REMOVED_DEVICE_DONE",
+    TCMU_CMD_RECONFIG_DEVICE_DONE: "RECONFIG_DEVICE_DONE",
+    TCMU_CMD_SET_FEATURES: "SET_FEATURES",
+}
+
+
+class NetlinkError(Exception):
+    """Base class of everything this module raises."""
+
+
+class NetlinkDecodeError(NetlinkError, ValueError):
+    """Bytes that are not a well-formed netlink/genetlink message."""
+
+
+class NetlinkRequestError(NetlinkError, OSError):
+    """The kernel answered a request with NLMSG_ERROR (errno is positive)."""
+
+    def __init__(self, err: int, what: str):
+        super().__init__(err, f"{what}: {os.strerror(err)} (errno {err})")
+
+
+class FamilyNotFound(NetlinkError, LookupError):
+    """The generic netlink family (or its multicast group) does not exist."""
+
+
+# =============================================================================
+# Sans-IO: attributes
+# =============================================================================
+
+
+def align(n: int, to: int = 4) -> int:
+    return (n + to - 1) & ~(to - 1)
+
+
+def encode_attr(atype: int, payload: bytes) -> bytes:
+    """One nlattr: header, payload, zero padding to a 4-byte boundary."""
+    if not 0 <= atype <= 0xFFFF:
+        raise ValueError(f"attribute type {atype} out of range")
+    length = NLA_HDR.size + len(payload)
+    if length > 0xFFFF:
+        raise ValueError(f"attribute {atype} too long ({len(payload)} bytes)")
+    return NLA_HDR.pack(length, atype) + payload + b"\0" * (align(length) - length)
+
+
+def attr_u8(atype: int, value: int) -> bytes:
+    return encode_attr(atype, struct.pack("=B", value))
+
+
+def attr_u16(atype: int, value: int) -> bytes:
+    return encode_attr(atype, struct.pack("=H", value))
+
+
+def attr_u32(atype: int, value: int) -> bytes:
+    return encode_attr(atype, struct.pack("=I", value))
+
+
+def attr_s32(atype: int, value: int) -> bytes:
+    return encode_attr(atype, struct.pack("=i", value))
+
+
+def attr_u64(atype: int, value: int) -> bytes:
+    return encode_attr(atype, struct.pack("=Q", value))
+
+
+def attr_string(atype: int, value: str | bytes) -> bytes:
+    """NLA_STRING / NLA_NUL_STRING: the payload carries a terminating NUL."""
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    if b"\0" in value:
+        raise ValueError("netlink string attribute cannot contain NUL")
+    return encode_attr(atype, value + b"\0")
+
+
+def attr_nested(atype: int, children: bytes) -> bytes:
+    return encode_attr(atype | NLA_F_NESTED, children)
+
+
+def decode_attrs(buf: bytes | memoryview) -> list[tuple[int, bytes]]:
+    """Split a run of nlattrs into ``[(type, payload), ...]``.
+
+    The type has the NESTED/NET_BYTEORDER flags masked off.  The last attribute
+    may omit its trailing padding (the kernel never does that, but the
+    alignment rule only requires it *between* attributes).
+    """
+    buf = bytes(buf)
+    out: list[tuple[int, bytes]] = []
+    off = 0
+    while off < len(buf):
+        if len(buf) - off < NLA_HDR.size:
+            raise NetlinkDecodeError(
+                f"truncated attribute header at offset {off} ({len(buf) - off} bytes left)"
+            )
+        length, atype = NLA_HDR.unpack_from(buf, off)
+        if length < NLA_HDR.size:
+            raise NetlinkDecodeError(f"attribute at offset {off} has bad length {length}")
+        if off + length > len(buf):
+            raise NetlinkDecodeError(
+                f"attribute type {atype & NLA_TYPE_MASK} at offset {off} claims {length} "
+                f"bytes, only {len(buf) - off} present"
+            )
+        out.append((atype & NLA_TYPE_MASK, buf[off + NLA_HDR.size : off + length]))
+        off += align(length)
+    return out
+
+
+def attrs_dict(buf: bytes | memoryview) -> dict[int, bytes]:
+    """Like :func:`decode_attrs` but keyed by type (the last one of a type wins)."""
+    return dict(decode_attrs(buf))
+
+
+def _fixed(payload: bytes, fmt: str, what: str) -> int:
+    size = struct.calcsize(fmt)
+    if len(payload) < size:
+        raise NetlinkDecodeError(f"{what}: payload of {len(payload)} bytes, need {size}")
+    return struct.unpack_from(fmt, payload)[0]
+
+
+def get_u8(payload: bytes) -> int:
+    return _fixed(payload, "=B", "u8 attribute")
+
+
+def get_u16(payload: bytes) -> int:
+    return _fixed(payload, "=H", "u16 attribute")
+
+
+def get_u32(payload: bytes) -> int:
+    return _fixed(payload, "=I", "u32 attribute")
+
+
+def get_s32(payload: bytes) -> int:
+    return _fixed(payload, "=i", "s32 attribute")
+
+
+def get_u64(payload: bytes) -> int:
+    return _fixed(payload, "=Q", "u64 attribute")
+
+
+def get_string(payload: bytes) -> str:
+    """A string attribute: up to the first NUL (a missing NUL is tolerated)."""
+    nul = payload.find(b"\0")
+    if nul >= 0:
+        payload = payload[:nul]
+    return payload.decode("utf-8", errors="replace")
+
+
+# =============================================================================
+# Sans-IO: messages
+# =============================================================================
+
+
+@dataclass(frozen=True)
+class NlMsg:
+    type: int
+    flags: int
+    seq: int
+    pid: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class NlError:
+    """Decoded NLMSG_ERROR: ``error`` is 0 for an ACK, else a negative errno."""
+
+    error: int
+    seq: int  # seq of the request it answers
+    orig_type: int
+    orig_flags: int
+
+
+@dataclass(frozen=True)
+class GenlMsg:
+    family: int
+    cmd: int
+    version: int
+    attrs: list[tuple[int, bytes]]
+    seq: int = 0
+    pid: int = 0
+    flags: int = 0
+
+    def attr(self, atype: int) -> bytes | None:
+        found = None
+        for t, p in self.attrs:
+            if t == atype:
+                found = p
+        return found
+
+
+def encode_nlmsg(mtype: int, flags: int, seq: int, pid: int, payload: bytes) -> bytes:
+    length = NLMSG_HDR.size + len(payload)
+    return NLMSG_HDR.pack(length, mtype, flags, seq, pid) + payload + b"\0" * (align(length) - length)
+
+
+def decode_nlmsgs(buf: bytes | memoryview) -> list[NlMsg]:
+    """Split one datagram into its netlink messages."""
+    buf = bytes(buf)
+    out: list[NlMsg] = []
+    off = 0
+    while off < len(buf):
+        if len(buf) - off < NLMSG_HDR.size:
+            raise NetlinkDecodeError(
+                f"truncated netlink header at offset {off} ({len(buf) - off} bytes left)"
+            )
+        length, mtype, flags, seq, pid = NLMSG_HDR.unpack_from(buf, off)
+        if length < NLMSG_HDR.size:
+            raise NetlinkDecodeError(f"netlink message at offset {off} has bad length {length}")
+        if off + length > len(buf):
+            raise NetlinkDecodeError(
+                f"netlink message at offset {off} claims {length} bytes, "
+                f"only {len(buf) - off} present"
+            )
+        out.append(NlMsg(mtype, flags, seq, pid, buf[off + NLMSG_HDR.size : off + length]))
+        off += align(length)
+    return out
+
+
+def decode_error(msg: NlMsg) -> NlError:
+    if msg.type != NLMSG_ERROR:
+        raise NetlinkDecodeError(f"message type {msg.type} is not NLMSG_ERROR")
+    if len(msg.payload) < 4:
+        raise NetlinkDecodeError("NLMSG_ERROR without an error code")
+    (err,) = struct.unpack_from("=i", msg.payload)
+    if err > 0:
+        raise NetlinkDecodeError(f"NLMSG_ERROR with positive error {err}")
+    orig_type = orig_flags = 0
+    seq = msg.seq
+    if len(msg.payload) >= 4 + NLMSG_HDR.size:
+        _l, orig_type, orig_flags, oseq, _p = NLMSG_HDR.unpack_from(msg.payload, 4)
+        seq = oseq
+    return NlError(err, seq, orig_type, orig_flags)
+
+
+def encode_genl(
+    family: int,
+    cmd: int,
+    version: int,
+    attrs: bytes = b"",
+    *,
+    flags: int = NLM_F_REQUEST,
+    seq: int = 0,
+    pid: int = 0,
+) -> bytes:
+    return encode_nlmsg(family, flags, seq, pid, GENL_HDR.pack(cmd, version, 0) + attrs)
+
+
+def decode_genl(msg: NlMsg) -> GenlMsg:
+    if msg.type < NLMSG_MIN_TYPE:
+        raise NetlinkDecodeError(f"message type {msg.type} is a control message, not genetlink")
+    if len(msg.payload) < GENL_HDR.size:
+        raise NetlinkDecodeError(
+            f"genetlink message of {len(msg.payload)} bytes has no genlmsghdr"
+        )
+    cmd, version, _ = GENL_HDR.unpack_from(msg.payload)
+    attrs = decode_attrs(msg.payload[GENL_HDR.size :])
+    return GenlMsg(msg.type, cmd, version, attrs, msg.seq, msg.pid, msg.flags)
+
+
+# --- controller --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FamilyInfo:
+    id: int
+    name: str
+    version: int
+    mcast_groups: dict[str, int] = field(default_factory=dict)
+
+
+def build_getfamily(name: str, seq: int = 0) -> bytes:
+    return encode_genl(
+        GENL_ID_CTRL,
+        CTRL_CMD_GETFAMILY,
+        1,
+        attr_string(CTRL_ATTR_FAMILY_NAME, name),
+        flags=NLM_F_REQUEST,
+        seq=seq,
+    )
+
+
+def parse_family(msg: GenlMsg) -> FamilyInfo:
+    if msg.cmd != CTRL_CMD_NEWFAMILY:
+        raise NetlinkDecodeError(f"controller reply has cmd {msg.cmd}, expected NEWFAMILY")
+    fid = msg.attr(CTRL_ATTR_FAMILY_ID)
+    name = msg.attr(CTRL_ATTR_FAMILY_NAME)
+    if fid is None or name is None:
+        raise NetlinkDecodeError("controller reply without family id or name")
+    version = msg.attr(CTRL_ATTR_VERSION)
+    groups: dict[str, int] = {}
+    grp_blob = msg.attr(CTRL_ATTR_MCAST_GROUPS)
+    if grp_blob is not None:
+        for _idx, grp in decode_attrs(grp_blob):
+            g = attrs_dict(grp)
+            if CTRL_ATTR_MCAST_GRP_NAME in g and CTRL_ATTR_MCAST_GRP_ID in g:
+                groups[get_string(g[CTRL_ATTR_MCAST_GRP_NAME])] = get_u32(
+                    g[CTRL_ATTR_MCAST_GRP_ID]
+                )
+    return FamilyInfo(
+        get_u16(fid), get_string(name), get_u32(version) if version is not None else 0, groups
+    )
+
+
+def build_newfamily(info: FamilyInfo, seq: int = 0, pid: int = 0) -> bytes:
+    """The controller's answer (used by tests and fakes)."""
+    grps = b"".join(
+        attr_nested(
+            i + 1,
+            attr_string(CTRL_ATTR_MCAST_GRP_NAME, name) + attr_u32(CTRL_ATTR_MCAST_GRP_ID, gid),
+        )
+        for i, (name, gid) in enumerate(info.mcast_groups.items())
+    )
+    attrs = (
+        attr_u16(CTRL_ATTR_FAMILY_ID, info.id)
+        + attr_string(CTRL_ATTR_FAMILY_NAME, info.name)
+        + attr_u32(CTRL_ATTR_VERSION, info.version)
+    )
+    if grps:
+        attrs += attr_nested(CTRL_ATTR_MCAST_GROUPS, grps)
+    return encode_genl(GENL_ID_CTRL, CTRL_CMD_NEWFAMILY, 2, attrs, flags=0, seq=seq, pid=pid)
+
+
+def build_error(error: int, orig: bytes = b"", seq: int = 0, pid: int = 0) -> bytes:
+    """An NLMSG_ERROR (error <= 0) quoting the request header (tests/fakes)."""
+    return encode_nlmsg(NLMSG_ERROR, 0, seq, pid, struct.pack("=i", error) + orig[: NLMSG_HDR.size])
+
+
+# --- TCM-USER ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TcmuEvent:
+    """A kernel -> daemon TCM-USER message."""
+
+    cmd: int
+    version: int
+    device: str | None = None  # the uio name: tcm-user/<hba>/<name>/<dev_config>
+    minor: int | None = None
+    device_id: int | None = None
+    dev_cfg: str | None = None
+    dev_size: int | None = None
+    writecache: int | None = None
+    #: set when an attribute was malformed (the others are still decoded so
+    #: the event can be answered with -EINVAL rather than left pending)
+    error: str | None = None
+
+    @property
+    def uio(self) -> str | None:
+        return None if self.minor is None else f"uio{self.minor}"
+
+    @property
+    def name(self) -> str:
+        return CMD_NAMES.get(self.cmd, f"cmd{self.cmd}")
+
+    @property
+    def reply_cmd(self) -> int | None:
+        return DONE_FOR.get(self.cmd)
+
+
+def parse_tcmu_event(msg: GenlMsg) -> TcmuEvent:
+    """Decode a TCM-USER message; attribute payloads are type-checked.  A
+    malformed attribute does not raise: it is left out and described in
+    ``error`` (so the event can still be answered)."""
+    a = {t: p for t, p in msg.attrs}
+    errors: list[str] = []
+
+    def opt(atype, getter):
+        if atype not in a:
+            return None
+        try:
+            return getter(a[atype])
+        except NetlinkDecodeError as e:
+            errors.append(f"attribute {atype}: {e}")
+            return None
+
+    ev = TcmuEvent(
+        cmd=msg.cmd,
+        version=msg.version,
+        device=opt(TCMU_ATTR_DEVICE, get_string),
+        minor=opt(TCMU_ATTR_MINOR, get_u32),
+        device_id=opt(TCMU_ATTR_DEVICE_ID, get_u32),
+        dev_cfg=opt(TCMU_ATTR_DEV_CFG, get_string),
+        dev_size=opt(TCMU_ATTR_DEV_SIZE, get_u64),
+        writecache=opt(TCMU_ATTR_WRITECACHE, get_u8),
+    )
+    if errors:
+        ev = TcmuEvent(**{**ev.__dict__, "error": "; ".join(errors)})
+    return ev
+
+
+def build_tcmu_event(
+    family: int,
+    cmd: int,
+    *,
+    device: str | None = None,
+    minor: int | None = None,
+    device_id: int | None = None,
+    dev_cfg: str | None = None,
+    dev_size: int | None = None,
+    writecache: int | None = None,
+    version: int = TCMU_NL_VERSION,
+    seq: int = 0,
+    pad_u64: bool = True,
+) -> bytes:
+    """Encode a kernel -> daemon event exactly as target_core_user.c does
+    (tests and fakes).  With ``pad_u64`` a DEV_SIZE is preceded by a PAD
+    attribute when needed to 8-byte-align its payload, as nla_put_u64_64bit
+    does on architectures without efficient unaligned access."""
+    attrs = b""
+    if device is not None:
+        attrs += attr_string(TCMU_ATTR_DEVICE, device)
+    if minor is not None:
+        attrs += attr_u32(TCMU_ATTR_MINOR, minor)
+    if device_id is not None:
+        attrs += attr_u32(TCMU_ATTR_DEVICE_ID, device_id)
+    if dev_cfg is not None:
+        attrs += attr_string(TCMU_ATTR_DEV_CFG, dev_cfg)
+    if dev_size is not None:
+        # payload offset within the message = 16 (nlmsghdr) + 4 (genlhdr) + len + 4
+        if pad_u64 and (NLMSG_HDR.size + GENL_HDR.size + len(attrs) + NLA_HDR.size) % 8:
+            attrs += encode_attr(TCMU_ATTR_PAD, b"")
+        attrs += attr_u64(TCMU_ATTR_DEV_SIZE, dev_size)
+    if writecache is not None:
+        attrs += attr_u8(TCMU_ATTR_WRITECACHE, writecache)
+    return encode_genl(family, cmd, version, attrs, flags=0, seq=seq)
+
+
+def build_set_features(family: int, seq: int = 0, supp_kern_cmd_reply: int = 1) -> bytes:
+    return encode_genl(
+        family,
+        TCMU_CMD_SET_FEATURES,
+        TCMU_NL_VERSION,
+        attr_u8(TCMU_ATTR_SUPP_KERN_CMD_REPLY, supp_kern_cmd_reply),
+        flags=NLM_F_REQUEST | NLM_F_ACK,
+        seq=seq,
+    )
+
+
+def build_reply(family: int, reply_cmd: int, device_id: int, status: int, seq: int = 0) -> bytes:
+    """``*_DONE{CMD_STATUS (s32), DEVICE_ID (u32)}``; status 0 or a negative errno."""
+    if reply_cmd not in (
+        TCMU_CMD_ADDED_DEVICE_DONE,
+        TCMU_CMD_REMOVED_DEVICE_DONE,
+        TCMU_CMD_RECONFIG_DEVICE_DONE,
+    ):
+        raise ValueError(f"{reply_cmd} is not a *_DONE command")
+    if status > 0:
+        raise ValueError("status must be 0 or a negative errno")
+    return encode_genl(
+        family,
+        reply_cmd,
+        TCMU_NL_VERSION,
+        attr_s32(TCMU_ATTR_CMD_STATUS, status) + attr_u32(TCMU_ATTR_DEVICE_ID, device_id),
+        flags=NLM_F_REQUEST | NLM_F_ACK,
+        seq=seq,
+    )
+
+
+def parse_reply(msg: GenlMsg) -> tuple[int, int, int]:
+    """``(reply_cmd, device_id, status)`` of a *_DONE (tests and fakes)."""
+    st = msg.attr(TCMU_ATTR_CMD_STATUS)
+    did = msg.attr(TCMU_ATTR_DEVICE_ID)
+    if st is None or did is None:
+        raise NetlinkDecodeError("reply without CMD_STATUS or DEVICE_ID")
+    return msg.cmd, get_u32(did), get_s32(st)
+
+
+# =============================================================================
+# I/O
+# =============================================================================
+
+
+class GenlSocket:
+    """A NETLINK_GENERIC socket with synchronous controller requests.
+
+    Messages that arrive while waiting for an answer and do not belong to it
+    (e.g. multicast events) are kept in ``backlog`` for the caller.
+    """
+
+    def __init__(self, rcvbuf: int = 4 * 1024 * 1024):
+        self.sock = socket.socket(
+            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_GENERIC
+        )
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        except OSError:
+            pass
+        self.sock.bind((0, 0))
+        self.portid = self.sock.getsockname()[0]
+        self._seq = itertools.count(int(time.time()) & 0xFFFF)
+        self.backlog: list[NlMsg] = []
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def next_seq(self) -> int:
+        return next(self._seq) & 0xFFFFFFFF
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendto(data, (0, 0))
+
+    def recv_msgs(self, timeout: float | None = None) -> list[NlMsg]:
+        """One datagram's worth of messages; [] on timeout."""
+        if timeout is not None:
+            r, _, _ = select.select([self.sock], [], [], timeout)
+            if not r:
+                return []
+        data = self.sock.recv(1 << 16)
+        return decode_nlmsgs(data)
+
+    def request(self, data: bytes, seq: int, what: str, timeout: float = 5.0) -> list[NlMsg]:
+        """Send a request and collect its answer: the messages carrying ``seq``
+        up to the ACK (if requested) or the first non-multipart reply.
+        Raises :class:`NetlinkRequestError` on a negative NLMSG_ERROR."""
+        self.send(data)
+        wants_ack = bool(NLMSG_HDR.unpack_from(data)[2] & NLM_F_ACK)
+        answer: list[NlMsg] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise NetlinkRequestError(errno.ETIMEDOUT, what)
+            for m in self.recv_msgs(left):
+                if m.seq != seq or m.pid not in (0, self.portid) or m.type == NLMSG_NOOP:
+                    self.backlog.append(m)
+                    continue
+                if m.type == NLMSG_ERROR:
+                    e = decode_error(m)
+                    if e.error:
+                        raise NetlinkRequestError(-e.error, what)
+                    return answer
+                if m.type == NLMSG_DONE:
+                    return answer
+                answer.append(m)
+                if not wants_ack and not (m.flags & NLM_F_MULTI):
+                    return answer
+
+    def resolve_family(self, name: str, timeout: float = 5.0) -> FamilyInfo:
+        seq = self.next_seq()
+        try:
+            msgs = self.request(build_getfamily(name, seq), seq, f"CTRL_CMD_GETFAMILY {name}", timeout)
+        except NetlinkRequestError as e:
+            if e.errno == errno.ENOENT:
+                raise FamilyNotFound(f"generic netlink family {name!r} does not exist") from None
+            raise
+        for m in msgs:
+            info = parse_family(decode_genl(m))
+            if info.name == name:
+                return info
+        raise FamilyNotFound(f"generic netlink family {name!r}: no answer from the controller")
+
+    def add_membership(self, group: int) -> None:
+        self.sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group)
+
+
+class TcmuNetlink:
+    """The TCM-USER control channel.
+
+    ``open()`` resolves the family and its "config" group, joins it and sends
+    SET_FEATURES{SUPP_KERN_CMD_REPLY=1} (after which the kernel waits for our
+    replies).  ``recv_events()`` drains the socket without blocking;
+    ``send_reply()`` answers an event.  ``from_socket()`` wraps any datagram
+    socket (tests use a socketpair with a fake kernel on the other end).
+    """
+
+    #: returned by recv_events() in place of events when the kernel dropped
+    #: messages (ENOBUFS): the caller must resynchronise.
+    OVERRUN = "overrun"
+
+    def __init__(self, sock: socket.socket, family: int, send=None, genl: GenlSocket | None = None):
+        self.sock = sock
+        self.family = family
+        self._send = send or sock.send
+        self._genl = genl
+        self._seq = itertools.count(1)
+        self._sent: dict[int, tuple[int, int]] = {}  # seq -> (reply_cmd, device_id)
+        self.reply_supported = False
+
+    @classmethod
+    def open(cls, timeout: float = 5.0) -> "TcmuNetlink":
+        genl = GenlSocket()
+        try:
+            try:
+                fam = genl.resolve_family(TCMU_FAMILY_NAME, timeout)
+            except FamilyNotFound:
+                raise FamilyNotFound(
+                    "generic netlink family TCM-USER not found: is the target_core_user "
+                    "kernel module loaded?"
+                ) from None
+            if TCMU_MCGRP_CONFIG not in fam.mcast_groups:
+                raise FamilyNotFound(
+                    f"TCM-USER has no multicast group {TCMU_MCGRP_CONFIG!r} "
+                    f"(groups: {sorted(fam.mcast_groups)})"
+                )
+            genl.add_membership(fam.mcast_groups[TCMU_MCGRP_CONFIG])
+            self = cls(genl.sock, fam.id, send=genl.send, genl=genl)
+            self._pending_raw = list(genl.backlog)
+            genl.backlog.clear()
+            seq = genl.next_seq()
+            try:
+                genl.request(build_set_features(fam.id, seq), seq, "TCM-USER SET_FEATURES", timeout)
+                self.reply_supported = True
+            except NetlinkRequestError as e:
+                if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                    # an old kernel: it will not wait for replies; we still send them
+                    log.warning("kernel does not support SET_FEATURES (%s): running without "
+                                "command replies", e)
+                else:
+                    raise
+            self._pending_raw += genl.backlog
+            genl.backlog.clear()
+            return self
+        except BaseException:
+            genl.close()
+            raise
+
+    @classmethod
+    def from_socket(cls, sock: socket.socket, family: int) -> "TcmuNetlink":
+        self = cls(sock, family)
+        self._pending_raw = []
+        self.reply_supported = True
+        return self
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send_reply(self, reply_cmd: int, device_id: int, status: int) -> None:
+        seq = next(self._seq) & 0xFFFFFFFF
+        self._sent[seq] = (reply_cmd, device_id)
+        if len(self._sent) > 1024:  # acks we never saw: forget the oldest
+            for k in list(self._sent)[:512]:
+                del self._sent[k]
+        self._send(build_reply(self.family, reply_cmd, device_id, status, seq))
+
+    def _handle(self, m: NlMsg, out: list) -> None:
+        if m.type == NLMSG_ERROR:
+            e = decode_error(m)
+            what = self._sent.pop(e.seq, None)
+            if e.error and what:
+                log.error("kernel rejected %s for device id %d: %s", CMD_NAMES.get(what[0]),
+                          what[1], os.strerror(-e.error))
+            elif e.error:
+                log.error("kernel reported netlink error %s (seq %d)", os.strerror(-e.error), e.seq)
+            return
+        if m.type < NLMSG_MIN_TYPE:
+            return
+        if m.type != self.family:
+            log.debug("ignoring netlink message of family %d", m.type)
+            return
+        g = decode_genl(m)
+        if g.cmd in DONE_FOR:
+            out.append(parse_tcmu_event(g))
+        else:
+            log.debug("ignoring TCM-USER command %d", g.cmd)
+
+    def recv_events(self) -> list:
+        """Drain the socket: a list of :class:`TcmuEvent` (and possibly
+        :data:`OVERRUN`).  Undecodable messages are logged and skipped."""
+        out: list = []
+        pending, self._pending_raw = self._pending_raw, []
+        for m in pending:
+            self._handle_safe(m, out)
+        while True:
+            try:
+                data = self.sock.recv(1 << 16, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:
+                    log.error("netlink receive buffer overrun: kernel events were lost")
+                    out.append(self.OVERRUN)
+                    continue
+                raise
+            if not data:
+                break
+            try:
+                msgs = decode_nlmsgs(data)
+            except NetlinkDecodeError as e:
+                log.error("dropping malformed netlink datagram (%d bytes): %s", len(data), e)
+                continue
+            for m in msgs:
+                self._handle_safe(m, out)
+        return out
+
+    def _handle_safe(self, m: NlMsg, out: list) -> None:
+        try:
+            self._handle(m, out)
+        except NetlinkDecodeError as e:
+            log.error("dropping malformed netlink message (type %d): %s", m.type, e)

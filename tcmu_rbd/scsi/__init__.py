@@ -1,0 +1,38 @@
+"""SCSI emulation core: pure functions over bytes (no I/O, no kernel).
+
+    from tcmu_rbd import scsi
+    result = scsi.parse(cdb, lun, data_len, data_out)
+
+parse() returns a 4-tuple (offsets/lengths in bytes):
+  (DONE, status, sense_or_None, data_or_None)   emulated; data already truncated
+                                                to the CDB's allocation length
+  (READ, offset, length, 0)
+  (WRITE, offset, length, fua)
+  (WRITE_VERIFY, offset, length, 0)
+  (VERIFY, offset, length, bytchk)              bytchk 1: compare with Data-Out
+  (FLUSH, 0, 0, 0)
+  (UNMAP, [(offset, length), ...], 0, 0)
+  (WRITE_SAME, offset, length, pattern_len)     pattern = first block of Data-Out
+  (WRITE_ZEROES, offset, length, 0)             WRITE SAME UNMAP+zero block / NDOB, FORMAT UNIT
+  (COMPARE_AND_WRITE, offset, length, 0)        Data-Out: length to compare + length to write
+  (GET_LBA_STATUS, offset, alloc_len, 0)        then lba_status_data(lun, lba, extents, alloc_len)
+  (COPY, [(src_offset, dst_offset, length), ...], 0, 0)
+After the backend completes: io_result(kind, ret, extra) -> (status, sense_or_None).
+"""
+
+from .sense import (  # noqa: F401
+    GOOD, CHECK_CONDITION, CONDITION_MET, BUSY, RESERVATION_CONFLICT, TASK_SET_FULL,
+    TASK_ABORTED,
+    DONE, READ, WRITE, WRITE_VERIFY, VERIFY, FLUSH, UNMAP, WRITE_SAME, WRITE_ZEROES,
+    COMPARE_AND_WRITE, GET_LBA_STATUS, COPY, KIND_NAMES,
+    NO_SENSE, RECOVERED_ERROR, NOT_READY, MEDIUM_ERROR, HARDWARE_ERROR, ILLEGAL_REQUEST,
+    UNIT_ATTENTION, DATA_PROTECT, COPY_ABORTED, ABORTED_COMMAND, MISCOMPARE,
+    SENSE_LEN, sense, check, invalid_cdb, invalid_param, io_result,
+)
+from .lun import (  # noqa: F401
+    Lun, Port, PortGroup, naa_from_serial,
+    ALUA_ACTIVE_OPTIMIZED, ALUA_ACTIVE_NON_OPTIMIZED, ALUA_STANDBY, ALUA_UNAVAILABLE,
+    ALUA_OFFLINE, ALUA_TRANSITIONING, TPGS_NONE, TPGS_IMPLICIT, TPGS_EXPLICIT, PROTO_ISCSI,
+)
+from .pages import lba_status_data  # noqa: F401
+from .cdb import parse  # noqa: F401

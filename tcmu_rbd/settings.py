@@ -1,0 +1,237 @@
+"""The daemon's configuration file, ``/etc/tcmu-rbd/tcmu-rbd.conf`` (INI).
+
+Which file: ``--config PATH``, else ``$TCMU_RBD_CONFIG``, else the default
+path.  A missing *default* file means built-in defaults; a missing file that
+was asked for explicitly is an error.  Every bad value is reported as
+:class:`SettingsError` naming the file, section, key and what is allowed.
+
+Example (all keys optional)::
+
+    [daemon]
+    log_level = info            ; debug | info | warning | error | critical
+    log_target = stderr         ; stderr | syslog | /path/to/file
+    dbus = yes                  ; serve org.kernel.TCMUService1 (targetcli)
+    worker_start_timeout = 60   ; s: worker must report ready (else -ETIMEDOUT)
+    worker_stop_timeout = 45    ; s: after "stop" before SIGKILL
+    request_timeout = 60        ; s: resize/reconfig/writecache answer
+    restart_backoff_max = 60    ; s: cap of the crash-restart backoff
+    lock_file = /run/tcmu.lock  ; the single-instance lock tcmu-runner takes too
+
+    [rbd]
+    osd_op_timeout = 30         ; s: default when the cfgstring has none
+
+Environment overrides (for workers and tests): ``TCMU_RBD_CONFIG`` (file),
+``TCMU_RBD_LOG_LEVEL``.
+"""
+
+from __future__ import annotations
+
+import configparser
+import logging
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field
+
+DEFAULT_PATH = "/etc/tcmu-rbd/tcmu-rbd.conf"
+ENV_CONFIG = "TCMU_RBD_CONFIG"
+ENV_LOG_LEVEL = "TCMU_RBD_LOG_LEVEL"
+
+LOG_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+class SettingsError(Exception):
+    pass
+
+
+@dataclass
+class Settings:
+    log_level: str = "info"
+    log_target: str = "stderr"  # stderr | syslog | absolute file path
+    dbus: bool = True
+    worker_start_timeout: float = 60.0
+    worker_stop_timeout: float = 45.0
+    request_timeout: float = 60.0
+    restart_backoff_max: float = 60.0
+    osd_op_timeout: int = 30
+    #: tcmu-runner's single-instance lock (POSIX record lock)
+    lock_file: str = "/run/tcmu.lock"
+    #: advanced/testing: the command that starts a worker (``--uio`` and
+    #: ``--ctl-fd`` are appended).  Empty = ``python -m tcmu_rbd.worker``.
+    worker_command: list[str] = field(default_factory=list)
+    #: the file these settings came from (None = built-in defaults)
+    path: str | None = None
+
+    @property
+    def log_level_no(self) -> int:
+        return LOG_LEVELS[self.log_level]
+
+
+_DAEMON_KEYS = {
+    "log_level",
+    "log_target",
+    "dbus",
+    "worker_start_timeout",
+    "worker_stop_timeout",
+    "request_timeout",
+    "restart_backoff_max",
+    "worker_command",
+    "lock_file",
+}
+_RBD_KEYS = {"osd_op_timeout"}
+
+
+def parse_log_level(value: str, where: str = "log_level") -> str:
+    v = value.strip().lower()
+    if v not in LOG_LEVELS:
+        raise SettingsError(f"{where}: {value!r} is not one of {', '.join(LOG_LEVELS)}")
+    return v
+
+
+def _positive(value: str, where: str, integer: bool = False, allow_zero: bool = False) -> float:
+    try:
+        n = int(value) if integer else float(value)
+    except ValueError:
+        kind = "an integer" if integer else "a number"
+        raise SettingsError(f"{where}: {value!r} is not {kind} of seconds") from None
+    if n < 0 or (n == 0 and not allow_zero) or n != n or n == float("inf"):
+        raise SettingsError(f"{where}: {value!r} must be {'>= 0' if allow_zero else '> 0'}")
+    return n
+
+
+def _bool(value: str, where: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "yes", "true", "on"):
+        return True
+    if v in ("0", "no", "false", "off"):
+        return False
+    raise SettingsError(f"{where}: {value!r} is not a boolean (yes/no)")
+
+
+def resolve_path(cli_path: str | None = None, environ=None) -> tuple[str, bool]:
+    """(path, explicit): which file to read and whether it was asked for."""
+    environ = os.environ if environ is None else environ
+    if cli_path:
+        return cli_path, True
+    if environ.get(ENV_CONFIG):
+        return environ[ENV_CONFIG], True
+    return DEFAULT_PATH, False
+
+
+def loads(text: str, source: str = "<string>") -> Settings:
+    cp = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"))
+    try:
+        cp.read_string(text, source=source)
+    except configparser.Error as e:
+        raise SettingsError(f"{source}: {e}") from None
+    s = Settings()
+    for section in cp.sections():
+        if section not in ("daemon", "rbd"):
+            raise SettingsError(f"{source}: unknown section [{section}] (known: [daemon], [rbd])")
+    if cp.has_section("daemon"):
+        sec = cp["daemon"]
+        for key in sec:
+            if key not in _DAEMON_KEYS:
+                raise SettingsError(
+                    f"{source}: [daemon] unknown key {key!r} (known: {', '.join(sorted(_DAEMON_KEYS))})"
+                )
+        w = lambda k: f"{source}: [daemon] {k}"  # noqa: E731
+        if "log_level" in sec:
+            s.log_level = parse_log_level(sec["log_level"], w("log_level"))
+        if "log_target" in sec:
+            s.log_target = parse_log_target(sec["log_target"], w("log_target"))
+        if "dbus" in sec:
+            s.dbus = _bool(sec["dbus"], w("dbus"))
+        for k in ("worker_start_timeout", "worker_stop_timeout", "request_timeout",
+                  "restart_backoff_max"):
+            if k in sec:
+                setattr(s, k, _positive(sec[k], w(k)))
+        if "lock_file" in sec:
+            v = sec["lock_file"].strip()
+            if not v.startswith("/"):
+                raise SettingsError(f"{w('lock_file')}: {v!r} must be an absolute path")
+            s.lock_file = v
+        if "worker_command" in sec and sec["worker_command"].strip():
+            try:
+                s.worker_command = shlex.split(sec["worker_command"])
+            except ValueError as e:
+                raise SettingsError(f"{w('worker_command')}: {e}") from None
+    if cp.has_section("rbd"):
+        sec = cp["rbd"]
+        for key in sec:
+            if key not in _RBD_KEYS:
+                raise SettingsError(
+                    f"{source}: [rbd] unknown key {key!r} (known: {', '.join(sorted(_RBD_KEYS))})"
+                )
+        if "osd_op_timeout" in sec:
+            s.osd_op_timeout = int(
+                _positive(sec["osd_op_timeout"], f"{source}: [rbd] osd_op_timeout", integer=True,
+                          allow_zero=True)
+            )
+    return s
+
+
+def parse_log_target(value: str, where: str = "log_target") -> str:
+    v = value.strip()
+    if v.lower() in ("stderr", "syslog"):
+        return v.lower()
+    if v.startswith("/"):
+        return v
+    raise SettingsError(f"{where}: {value!r} must be stderr, syslog or an absolute file path")
+
+
+def load(cli_path: str | None = None, environ=None) -> Settings:
+    """Read the settings file (see module doc for which one)."""
+    environ = os.environ if environ is None else environ
+    path, explicit = resolve_path(cli_path, environ)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        if explicit:
+            raise SettingsError(f"configuration file {path} does not exist") from None
+        s = Settings()
+    except OSError as e:
+        raise SettingsError(f"cannot read configuration file {path}: {e.strerror}") from None
+    else:
+        s = loads(text, path)
+        s.path = path
+    if environ.get(ENV_LOG_LEVEL):
+        s.log_level = parse_log_level(environ[ENV_LOG_LEVEL], f"${ENV_LOG_LEVEL}")
+    return s
+
+
+# --- logging for worker processes --------------------------------------------
+
+_SYSLOG_PRIO = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+
+
+class _PrioFormatter(logging.Formatter):
+    def format(self, record):
+        prio = _SYSLOG_PRIO.get(record.levelno, 6 if record.levelno > logging.DEBUG else 7)
+        text = super().format(record)
+        return "\n".join(f"<{prio}>{line}" for line in text.splitlines() or [""])
+
+
+def configure_worker_logging(level: str | None = None) -> None:
+    """For ``tcmu_rbd.worker``: log to stderr with sd-daemon ``<N>`` priority
+    prefixes; the supervisor relays each line into its own log (file, syslog
+    or journal) with the device context and the right level."""
+    level = level or os.environ.get(ENV_LOG_LEVEL) or "info"
+    h = logging.StreamHandler(sys.stderr)
+    h.setFormatter(_PrioFormatter("%(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [h]
+    root.setLevel(LOG_LEVELS.get(level.lower(), logging.INFO))

@@ -1,0 +1,182 @@
+"""The throwaway cluster itself: real daemons, no mocks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+rados = pytest.importorskip("rados")
+rbd = pytest.importorskip("rbd")
+
+from tcmu_rbd.testing.ceph import CephCluster, CephClusterError  # noqa: E402
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_cluster_is_up(ceph):
+    assert Path(ceph.conf_path).is_file()
+    assert Path(ceph.admin_keyring).is_file()
+    conf = Path(ceph.conf_path).read_text()
+    assert "127.0.0.1" in conf and "cephx" in conf and "rbd cache = false" in conf
+    assert ceph.start_seconds is not None
+    assert set(ceph.pids) == {"mon.a", f"osd.{ceph.osd_id}"}
+    out = ceph.run("ceph", "osd", "pool", "ls").stdout.split()
+    assert "rbd" in out
+    # env() makes the CLI find the cluster without -c
+    r = subprocess.run(["rados", "lspools"], env=ceph.env(), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "rbd" in r.stdout.split()
+    state = json.loads(Path(ceph.state_path).read_text())
+    assert state["conf"] == ceph.conf_path
+
+
+def test_rbd_write_read_via_python(ceph, rbd_image):
+    data = os.urandom(8192)
+    with rados.Rados(**ceph.rados_kwargs()) as cluster:
+        with cluster.open_ioctx(rbd_image.pool) as io:
+            with rbd.Image(io, rbd_image.name) as img:
+                assert img.size() == rbd_image.size
+                feats = img.features()
+                assert feats & rbd.RBD_FEATURE_EXCLUSIVE_LOCK
+                assert feats & rbd.RBD_FEATURE_OBJECT_MAP
+                assert feats & rbd.RBD_FEATURE_FAST_DIFF
+                img.write(data, 1 << 20)
+                img.flush()
+            with rbd.Image(io, rbd_image.name, read_only=True) as img:
+                assert img.read(1 << 20, len(data)) == data
+                assert img.read(0, 512) == bytes(512)
+
+
+def test_namespace_and_image_in_it(ceph):
+    ceph.create_namespace("rbd", "nsA")
+    spec = ceph.create_image("inns", 64 << 20, namespace="nsA")
+    assert spec == "rbd/nsA/inns"
+    assert "inns" in ceph.run("rbd", "ls", "rbd/nsA").stdout.split()
+    ceph.remove_image("inns", namespace="nsA")
+
+
+def test_cephx_enforced(ceph):
+    kr = ceph.create_client("nocaps")  # a user with no caps at all
+    assert Path(kr).is_file()
+    c = rados.Rados(conffile=ceph.conf_path, rados_id="nocaps",
+                    conf={"keyring": kr, "client_mount_timeout": "20"})
+    with pytest.raises(rados.Error):
+        c.connect(timeout=20)
+        # if the mon let it in, it must at least be refused pool access
+        c.open_ioctx("rbd").write_full("x", b"x")
+    c.shutdown()
+    # a wrong key is refused
+    bogus = Path(ceph.base_dir) / "tmp" / "bogus.keyring"
+    subprocess.run(["ceph-authtool", "--create-keyring", str(bogus), "--gen-key",
+                    "-n", "client.admin"], check=True, capture_output=True)
+    r = subprocess.run(["rados", "-c", ceph.conf_path, "--keyring", str(bogus),
+                        "--client-mount-timeout", "20", "lspools"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "rbd" not in r.stdout
+    # a user with rbd caps works
+    kr = ceph.create_client("rbduser", {"mon": "profile rbd",
+                                        "osd": "profile rbd pool=rbd"})
+    with rados.Rados(conffile=ceph.conf_path, rados_id="rbduser",
+                     conf={"keyring": kr}) as c:
+        assert "rbd" in c.list_pools()
+
+
+def test_failure_message_has_daemon_status_and_log_tail():
+    c = CephCluster(daemon_args={"mon": ["--mon-data", "/nonexistent/tcmu-rbd-test"]},
+                    timeout=120)
+    with pytest.raises(CephClusterError) as ei:
+        c.start()
+    msg = str(ei.value)
+    assert "ceph-mon" in msg
+    assert "exit status 1" in msg
+    assert "--- tail of" in msg
+    assert "/nonexistent/tcmu-rbd-test" in msg and "does not exist" in msg
+    # everything cleaned up
+    assert not Path(c.base_dir).exists()
+    assert c.pids == {}
+
+
+def test_persistent_osd_restart_keeps_data(tmp_path):
+    data = os.urandom(65536)
+    with CephCluster(tmp_path / "c", objectstore="bluestore", timeout=300) as c:
+        c.create_image("persist", 64 << 20)
+        with rados.Rados(**c.rados_kwargs()) as cl, cl.open_ioctx("rbd") as io:
+            with rbd.Image(io, "persist") as img:
+                img.write(data, 4 << 20)
+                img.flush()
+        old_pid = c.pids[f"osd.{c.osd_id}"]
+        c.stop_osd()
+        assert not _pid_alive(old_pid)
+        assert not c.osd_running
+        c.start_osd()
+        assert c.osd_running and c.pids[f"osd.{c.osd_id}"] != old_pid
+        with rados.Rados(**c.rados_kwargs()) as cl, cl.open_ioctx("rbd") as io:
+            with rbd.Image(io, "persist", read_only=True) as img:
+                assert img.read(4 << 20, len(data)) == data
+        mon_pid = c.pids["mon.a"]
+        base = Path(c.base_dir)
+    assert not _pid_alive(mon_pid)
+    assert not base.exists()
+
+
+def test_cli_up_down(tmp_path):
+    d = tmp_path / "cli"
+    env = dict(os.environ)
+    up = subprocess.run([sys.executable, "-m", "tcmu_rbd.testing.ceph", "up",
+                         "--dir", str(d)], capture_output=True, text=True, timeout=600,
+                        env=env)
+    assert up.returncode == 0, up.stderr
+    kv = dict(line.split("=", 1) for line in up.stdout.splitlines() if "=" in line)
+    try:
+        assert kv["conf"] == str(d.resolve() / "ceph.conf")
+        pids = [int(v) for k, v in kv.items() if k.startswith("pid.")]
+        assert len(pids) == 2 and all(_pid_alive(p) for p in pids)  # survived exit
+        r = subprocess.run(["rbd", "-c", kv["conf"], "create", "rbd/cli0", "--size",
+                            "16M"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+    finally:
+        dn = subprocess.run([sys.executable, "-m", "tcmu_rbd.testing.ceph", "down",
+                             "--dir", str(d)], capture_output=True, text=True,
+                            timeout=120)
+    assert dn.returncode == 0, dn.stderr
+    assert not any(_pid_alive(p) for p in pids)
+    assert not d.exists()
+
+
+def test_no_daemons_leaked_when_the_interpreter_exits_or_dies(tmp_path):
+    script = (
+        "import sys, os, signal\n"
+        "from tcmu_rbd.testing.ceph import CephCluster\n"
+        "c = CephCluster(sys.argv[1], verbose=False)\n"
+        "c.start()\n"
+        "print(' '.join(str(p) for p in c.pids.values()), flush=True)\n"
+        "if sys.argv[2] == 'kill':\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    for how in ("exit", "kill"):
+        d = tmp_path / how
+        r = subprocess.run([sys.executable, "-c", script, str(d), how],
+                           capture_output=True, text=True, timeout=600)
+        pids = [int(p) for p in r.stdout.split()]
+        assert len(pids) == 2, r.stderr
+        import time
+        deadline = time.monotonic() + 30
+        while any(_pid_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_pid_alive(p) for p in pids), how
+        if how == "exit":  # atexit also removed the directory
+            assert not d.exists()

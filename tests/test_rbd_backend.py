@@ -1,0 +1,240 @@
+"""The rbd backend on the real throwaway cluster, through the emulated kernel,
+the real ring engine and the handler."""
+
+import os
+import random
+import struct
+import time
+import uuid
+
+import pytest
+import rbd as pyrbd
+
+from tcmu_rbd import scsi
+from tcmu_rbd.backends.rbd import RbdBackend, RbdOpenError
+from tcmu_rbd.testing.rig import Rig
+
+pytestmark = pytest.mark.ceph
+
+MiB = 1 << 20
+BS = 512
+
+
+def sense_key(res):
+    assert res.status == scsi.CHECK_CONDITION, res
+    return res.sense[2] & 0x0F, res.sense[12], res.sense[13]
+
+
+def open_backend(ceph, image, **kw):
+    kw.setdefault("conf", ceph.conf_path)
+    kw.setdefault("keyring", ceph.admin_keyring)
+    kw.setdefault("osd_op_timeout", 30)
+    return RbdBackend(kw.pop("pool", "rbd"), image, **kw)
+
+
+@pytest.fixture
+def image(ceph):
+    name = "t-" + uuid.uuid4().hex[:10]
+    ceph.create_image(name, 128 * MiB)
+    yield name
+    ceph.remove_image(name)
+
+
+@pytest.fixture
+def rig(ceph, image):
+    r = Rig(open_backend(ceph, image))
+    yield r
+    r.close()
+
+
+def test_open_reports_size_and_object_size(ceph, image):
+    b = open_backend(ceph, image)
+    try:
+        assert b.size == 128 * MiB and b.granularity == 4 * MiB and not b.read_only
+    finally:
+        b.close()
+
+
+def test_missing_image_and_pool_errors_say_what(ceph):
+    with pytest.raises(RbdOpenError, match="image 'rbd/nosuch'.*No such file"):
+        open_backend(ceph, "nosuch")
+    with pytest.raises(RbdOpenError, match="pool 'nopool'"):
+        open_backend(ceph, "x", pool="nopool")
+
+
+def test_data_integrity_qd128_mixed_sizes(rig):
+    rng = random.Random(11)
+    nblocks = rig.backend.size // BS
+    shadow = {}
+    busy = set()       # blocks written by commands in flight together
+    for i in range(600):
+        # writes in flight at the same time must not overlap: SCSI gives
+        # concurrent SIMPLE commands no order, and librbd does reorder them
+        while True:
+            blocks = rng.choice([1, 7, 8, 64, 128, 1024])
+            lba = rng.randrange(0, nblocks - blocks)
+            if busy.isdisjoint(range(lba, lba + blocks)):
+                break
+        busy.update(range(lba, lba + blocks))
+        data = rng.randbytes(blocks * BS)
+        for k in range(blocks):
+            shadow[lba + k] = data[k * BS:(k + 1) * BS]
+        rig.submit(rig.write16(lba, blocks), data_out=data)
+        if rig.emu.inflight >= 128:
+            rig.pump()
+            busy.clear()
+            assert all(r.status == scsi.GOOD for r in rig.emu.reap())
+    rig.pump()
+    assert all(r.status == scsi.GOOD for r in rig.emu.reap())
+    # read everything back at QD 128, out of order as librbd completes
+    lbas = sorted(shadow)
+    ids = {}
+    for lba in lbas[::97]:
+        ids[rig.submit(rig.read16(lba, 1), data_in=BS)] = lba
+    rig.pump()
+    for r in rig.emu.reap():
+        assert r.status == scsi.GOOD and r.data == shadow[ids[r.cmd_id]]
+    for lba in random.Random(2).sample(lbas, 200):
+        assert rig.read(lba, 1).data == shadow[lba]
+    assert not rig.emu.broken
+
+
+def test_compare_and_write_success_and_miscompare_offset(rig):
+    old = os.urandom(BS)
+    assert rig.write(2048, old).status == scsi.GOOD
+    caw = bytes([0x89, 0]) + struct.pack(">Q", 2048) + bytes(3) + bytes([1, 0, 0])
+    new = os.urandom(BS)
+    assert rig.run(caw, data_out=old + new).status == scsi.GOOD
+    assert rig.read(2048, 1).data == new
+    wrong = bytearray(new)
+    wrong[300] ^= 0x5A
+    res = rig.run(caw, data_out=bytes(wrong) + os.urandom(BS))
+    assert sense_key(res) == (0x0E, 0x1D, 0x00)
+    assert res.sense[0] & 0x80 and struct.unpack(">I", res.sense[3:7])[0] == 300
+    assert rig.read(2048, 1).data == new
+
+
+def test_write_same_unmap_lba_status_and_flush(rig, ceph, image):
+    obj = rig.backend.granularity // BS                      # blocks per 4 MiB object
+    pattern = os.urandom(BS)
+    ws = bytes([0x93, 0]) + struct.pack(">QI", 0, 3 * obj) + bytes(2)
+    assert rig.run(ws, data_out=pattern).status == scsi.GOOD
+    assert rig.read(obj + 5, 2).data == pattern * 2
+    assert rig.run(bytes([0x91, 0]) + bytes(14)).status == scsi.GOOD     # SYNCHRONIZE CACHE(16)
+    # UNMAP the second object entirely
+    desc = struct.pack(">QI4x", obj, obj)
+    params = struct.pack(">HH4x", 6 + len(desc), len(desc)) + desc
+    res = rig.run(bytes([0x42]) + bytes(6) + struct.pack(">H", len(params)) + bytes(1), data_out=params)
+    assert res.status == scsi.GOOD
+    assert rig.read(obj, 8).data == bytes(8 * BS)
+    assert rig.read(obj - 1, 1).data == pattern
+    res = rig.run(bytes([0x9E, 0x12]) + struct.pack(">QI", obj, 4096) + bytes(2), data_in=4096)
+    assert res.status == scsi.GOOD
+    lba, count, prov = struct.unpack(">QIB", res.data[8:21])
+    assert (lba, prov) == (obj, 1) and count >= obj           # deallocated
+    res = rig.run(bytes([0x9E, 0x12]) + struct.pack(">QI", 0, 4096) + bytes(2), data_in=4096)
+    lba, count, prov = struct.unpack(">QIB", res.data[8:21])
+    assert (lba, prov, count) == (0, 0, obj)                  # mapped
+    # WRITE SAME with UNMAP over a partial object range: really zero
+    ws_unmap = bytes([0x93, 0x08]) + struct.pack(">QI", 2 * obj + 3, 10) + bytes(2)
+    assert rig.run(ws_unmap, data_out=bytes(BS)).status == scsi.GOOD
+    assert rig.read(2 * obj + 2, 12).data == pattern + bytes(10 * BS) + pattern
+
+
+def test_snapshot_lun_is_read_only(ceph, image):
+    b = open_backend(ceph, image)
+    with Rig(b) as rig:
+        data = os.urandom(8 * BS)
+        rig.write(0, data)
+    ceph.run("rbd", "snap", "create", "rbd/%s@s1" % image)
+    b = open_backend(ceph, image, snapshot="s1")
+    with Rig(b) as rig:
+        assert rig.lun.read_only
+        assert rig.read(0, 8).data == data
+        res = rig.write(0, bytes(BS))
+        assert sense_key(res) == (0x07, 0x27, 0x00)
+        ms = rig.run(bytes([0x1A, 0, 0x3F, 0, 255, 0]), data_in=255)
+        assert ms.status == scsi.GOOD and ms.data[2] & 0x80          # WP
+    ceph.run("rbd", "snap", "rm", "rbd/%s@s1" % image)
+
+
+def test_namespace_image(ceph):
+    ceph.create_namespace("rbd", "tenant1")
+    ceph.create_image("nsimg", 16 * MiB, namespace="tenant1")
+    b = open_backend(ceph, "nsimg", namespace="tenant1")
+    with Rig(b) as rig:
+        data = os.urandom(4 * BS)
+        assert rig.write(10, data).status == scsi.GOOD
+        assert rig.read(10, 4).data == data
+    with pytest.raises(RbdOpenError):
+        open_backend(ceph, "nsimg")                         # not in the default namespace
+
+
+def test_zero_copy_reads_do_not_leak_previous_data(rig):
+    # a read of a never-written range returns zeroes, not the 0xDB the
+    # emulator leaves in fresh data blocks
+    res = rig.read(100000, 64)
+    assert res.status == scsi.GOOD and res.data == bytes(64 * BS)
+
+
+@pytest.fixture(scope="module")
+def ceph_persistent(tmp_path_factory):
+    """A cluster whose OSD keeps its data across a kill (memstore does not)."""
+    from tcmu_rbd.testing.ceph import CephCluster
+    with CephCluster(base_dir=tmp_path_factory.mktemp("ceph-bluestore"), objectstore="bluestore") as c:
+        yield c
+
+
+@pytest.mark.timeout(600)
+def test_osd_outage_gives_busy_never_medium_error(ceph_persistent):
+    ceph = ceph_persistent
+    name = "fault-" + uuid.uuid4().hex[:6]
+    ceph.create_image(name, 64 * MiB)
+    b = open_backend(ceph, name, osd_op_timeout=8)
+    rng = random.Random(5)
+    # every write gets its own 4 KiB slot: a write that failed BUSY leaves its
+    # range indeterminate (SCSI), so it must not overlap an acknowledged one
+    slots = list(range(0, b.size // BS, 8))
+    rng.shuffle(slots)
+    acked = {}
+    statuses = []
+    with Rig(b) as rig:
+        def burst(n):
+            ids = {}
+            for _ in range(n):
+                lba = slots.pop()
+                data = rng.randbytes(8 * BS)
+                ids[rig.submit(rig.write16(lba, 8), data_out=data)] = (lba, data)
+            rig.pump(timeout=120)
+            for r in rig.emu.reap():
+                statuses.append(r.status)
+                if r.status == scsi.GOOD:
+                    acked[ids[r.cmd_id][0]] = ids[r.cmd_id][1]
+                else:
+                    assert r.status == scsi.BUSY, ("never MEDIUM ERROR", r)
+        burst(64)
+        ids_before = len(acked)
+        # the OSD dies with writes in flight
+        for _ in range(32):
+            lba = slots.pop()
+            rig.submit(rig.write16(lba, 8), data_out=rng.randbytes(8 * BS))
+        rig.handler.process()
+        ceph.stop_osd()
+        t0 = time.monotonic()
+        rig.pump(timeout=120)
+        for r in rig.emu.reap():
+            statuses.append(r.status)
+            assert r.status in (scsi.GOOD, scsi.BUSY), r
+        burst(16)                                      # while the OSD is down: BUSY
+        assert scsi.BUSY in statuses and time.monotonic() - t0 < 100
+        ceph.start_osd()
+        deadline = time.monotonic() + 120
+        while True:                                    # the initiator retries BUSY
+            n = len(acked)
+            burst(8)
+            if len(acked) > n or time.monotonic() > deadline:
+                break
+        burst(64)
+        assert len(acked) > ids_before
+        for lba, data in acked.items():
+            assert rig.read(lba, 8).data == data, "an acknowledged write was lost"

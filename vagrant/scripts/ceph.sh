@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The throwaway Ceph cluster of the lab, via the project's own module
+# (python -m tcmu_rbd.testing.ceph). Usage:
+#   ceph.sh up   --dir DIR [--image POOL/NAME=SIZE]... [-- MODULE ARGS...]
+#   ceph.sh down [--dir DIR]
+# SIZE is anything `rbd create --size` takes (1G, 512M). MODULE ARGS go to the module's
+# `up` (e.g. --objectstore bluestore). `up` prints the path of the cluster's ceph.conf;
+# `down` copies the cluster's logs into $LAB_LOG_DIR/ceph, then stops and removes it. The directory is remembered in
+# $LAB_STATE_DIR/ceph_dir for teardown.sh.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+action=${1:-}; shift || true
+dir= images=() extra=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --dir) dir=$2; shift 2 ;;
+    --image) images+=("$2"); shift 2 ;;
+    --) shift; extra=("$@"); break ;;
+    *) die "unknown argument $1" ;;
+  esac
+done
+[ -n "$dir" ] || dir=$(cat "$LAB_STATE_DIR/ceph_dir" 2>/dev/null) || die "--dir is required"
+
+case $action in
+  up)
+    mkdir -p "$dir"
+    echo "$dir" >"$LAB_STATE_DIR/ceph_dir"
+    up_out=$("$PYTHON" -m tcmu_rbd.testing.ceph up --dir "$dir" ${extra[@]+"${extra[@]}"})
+    echo "$up_out"
+    conf=$(sed -n 's/^conf=//p' <<<"$up_out")
+    [ -n "$conf" ] && [ -f "$conf" ] || die "no ceph.conf after the cluster came up"
+    for spec in ${images[@]+"${images[@]}"}; do
+      name=${spec%%=*} size=${spec#*=}
+      [ "$name" != "$spec" ] || die "--image wants POOL/NAME=SIZE, got $spec"
+      if ! rbd --conf "$conf" info "$name" >/dev/null 2>&1; then
+        rbd --conf "$conf" create --size "$size" "$name"
+      fi
+      rbd --conf "$conf" info "$name"
+    done
+    result "$conf"
+    ;;
+  down)
+    # the module removes DIR: keep the Ceph logs with the lab's
+    if [ -d "$dir/log" ]; then mkdir -p "$LAB_LOG_DIR/ceph"; cp -a "$dir/log/." "$LAB_LOG_DIR/ceph/" || true; fi
+    "$PYTHON" -m tcmu_rbd.testing.ceph down --dir "$dir"
+    rm -f "$LAB_STATE_DIR/ceph_dir"
+    result down
+    ;;
+  *) die "usage: ceph.sh up|down --dir DIR" ;;
+esac

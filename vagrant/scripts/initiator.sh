@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# open-iscsi initiator of the lab. Usage:
+#   initiator.sh login --target IQN --initiator-name IQN [--portal 127.0.0.1:3260]
+#                      [--cmds-max 128] [--queue-depth 128] [--lun 0]
+#   initiator.sh disk  --target IQN [--lun N]     (rescan, wait for the LUN's disk)
+#   initiator.sh logout [--target IQN]            (all sessions without --target)
+# login/disk print the disk's path (/dev/sdX) once its size is non-zero.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+action=${1:-}; shift || true
+target= iname= portal=127.0.0.1:3260 cmds_max=128 qdepth=128 lun=0 wait_s=90
+while [ $# -gt 0 ]; do
+  case $1 in
+    --target) target=$2; shift 2 ;;
+    --initiator-name) iname=$2; shift 2 ;;
+    --portal) portal=$2; shift 2 ;;
+    --cmds-max) cmds_max=$2; shift 2 ;;
+    --queue-depth) qdepth=$2; shift 2 ;;
+    --lun) lun=$2; shift 2 ;;
+    --wait) wait_s=$2; shift 2 ;;
+    *) die "unknown argument $1" ;;
+  esac
+done
+case $portal in *:*) ;; *) portal=$portal:3260 ;; esac
+case $portal in 0.0.0.0:*) die "0.0.0.0 is not a portal" ;; esac
+
+iscsid_up() { iscsiadm -m session >/dev/null 2>&1 || [ $? -eq 21 ]; }  # 21: no sessions
+start_iscsid() {
+  if have_systemd; then systemctl start iscsid.service
+  elif ! alive iscsid; then
+    spawn iscsid iscsid -f
+  fi
+  wait_until 30 iscsid iscsid_up
+}
+
+# the sdX of LUN $lun in the session to $target (from iscsiadm -m session -P3)
+disk_of() {
+  iscsiadm -m session -P3 2>/dev/null | awk -v t="$target" -v l="$lun" '
+    /^Target: / { intgt = ($2 == t) }
+    /Lun: / { n = $NF; sub(/.*Lun: /, "", n) ; curlun = n }
+    intgt && /Attached scsi disk/ && curlun == l { print $4; exit }'
+}
+disk_ready() {
+  local d; d=$(disk_of) && [ -n "$d" ] && [ -e "/sys/block/$d/size" ] \
+    && [ "$(cat "/sys/block/$d/size")" -gt 0 ] && [ -b "/dev/$d" ]
+}
+
+case $action in
+  login)
+    [ -n "$target" ] && [ -n "$iname" ] || die "--target and --initiator-name are required"
+    mkdir -p /etc/iscsi /run/lock/iscsi /var/lib/iscsi/nodes /var/lib/iscsi/send_targets
+    if [ "$(sed -n 's/^InitiatorName=//p' /etc/iscsi/initiatorname.iscsi 2>/dev/null)" != "$iname" ]; then
+      echo "InitiatorName=$iname" >/etc/iscsi/initiatorname.iscsi
+      if have_systemd && systemctl -q is-active iscsid.service; then systemctl restart iscsid.service; fi
+      if alive iscsid; then stop iscsid; fi
+    fi
+    start_iscsid
+    iscsiadm -m discovery -t sendtargets -p "$portal"
+    if ! iscsiadm -m session 2>/dev/null | grep -q " $target\$\| $target "; then
+      # node settings take effect only if written after discovery and before login
+      iscsiadm -m node -T "$target" -p "$portal" -o update -n node.session.cmds_max -v "$cmds_max"
+      iscsiadm -m node -T "$target" -p "$portal" -o update -n node.session.queue_depth -v "$qdepth"
+      iscsiadm -m node -T "$target" -p "$portal" --login
+    fi
+    wait_until "$wait_s" "the disk of LUN $lun" disk_ready
+    iscsiadm -m session -P3
+    result "/dev/$(disk_of)"
+    ;;
+  disk)
+    [ -n "$target" ] || die "--target is required"
+    disk_ready || iscsiadm -m session --rescan
+    wait_until "$wait_s" "the disk of LUN $lun" disk_ready
+    result "/dev/$(disk_of)"
+    ;;
+  logout)
+    if [ -n "$target" ]; then
+      iscsiadm -m node -T "$target" --logout || true
+      iscsiadm -m node -T "$target" -o delete || true
+    else
+      iscsiadm -m node --logoutall=all || true
+      iscsiadm -m node -o delete || true
+    fi
+    result "logged out"
+    ;;
+  *) die "usage: initiator.sh login|disk|logout ..." ;;
+esac
