@@ -24,6 +24,7 @@ import time
 from tcmu_rbd._native import ffi, lib
 
 BS = 512
+MAX_XFER = 2048   # blocks: 1 MiB commands need hw_max_sectors=2048
 
 
 def _cdbs(kind: str, xfer: int, size: int, n: int, seed: int = 1) -> list[bytes]:
@@ -50,7 +51,7 @@ def run_engine_workload(rig, kind: str, xfer: int, qd: int, seconds: float) -> d
     lat = []
     fd = rig.backend.fileno()
     import select
-    inflight = done = i = 0
+    inflight = done = i = errors = 0
     handler_cpu = 0.0
     clock = time.perf_counter
     cpu = time.thread_time
@@ -74,13 +75,18 @@ def run_engine_workload(rig, kind: str, xfer: int, qd: int, seconds: float) -> d
         if n:
             now = clock()
             for k in range(n):
-                lat.append(now - t_submit[ids[k]])
+                cid = ids[k]
+                if e.cmds[cid].status:       # only GOOD completions count
+                    errors += 1
+                lat.append(now - t_submit[cid])
             inflight -= n
             done += n
         elif fd is not None:
             select.select([fd], [], [], 0.001)
     wall = clock() - t0
     cpu_total = time.process_time() - c0
+    if errors:
+        raise RuntimeError("%s: %d of %d commands did not complete GOOD" % (kind, errors, done))
     lat.sort()
     return {
         "iops": done / wall,
@@ -104,7 +110,7 @@ def bench_engine(args) -> list[dict]:
     rows = []
     for kind, xfer in [("randread", 4096), ("randwrite", 4096)]:
         emu = Emulator(cmdr_size=8 << 20, data_blocks=(args.qd * xfer) // 4096 + 64)
-        with Rig(MemoryBackend(1 << 30), emulator=emu) as rig:
+        with Rig(MemoryBackend(1 << 30), emulator=emu, max_xfer_blocks=MAX_XFER) as rig:
             r = run_engine_workload(rig, kind, xfer, args.qd, args.seconds)
         rows.append({"path": "engine+memory", "workload": "%s %s QD%d" % (kind, _h(xfer), args.qd), **r})
     return rows
@@ -116,7 +122,8 @@ def _h(n: int) -> str:
 
 def fio_rbd(conf: str, pool: str, image: str, kind: str, xfer: int, qd: int, seconds: float,
             client: str = "admin") -> dict:
-    """fio --ioengine=rbd on the same image: the direct-librbd peer."""
+    """fio --ioengine=rbd on the same image: the direct-librbd peer (it
+    inherits this process's CPU affinity)."""
     cmd = ["fio", "--name=peer", "--ioengine=rbd", "--clientname=" + client, "--pool=" + pool,
            "--rbdname=" + image, "--rw=" + kind, "--bs=%d" % xfer, "--iodepth=%d" % qd,
            "--time_based", "--runtime=%g" % seconds, "--direct=1", "--output-format=json",
@@ -135,6 +142,15 @@ def fio_rbd(conf: str, pool: str, image: str, kind: str, xfer: int, qd: int, sec
             "cpu_us_per_cmd": (usr + sys_) / 100 * seconds / ios * 1e6, "commands": ios}
 
 
+def _pin_tree(pid: int, cpus: set[int]) -> None:
+    """Pin every thread of a process (sched_setaffinity on a pid moves one thread)."""
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except OSError:
+            pass
+
+
 def bench_rbd(args) -> list[dict]:
     from tcmu_rbd.backends.rbd import RbdBackend
     from tcmu_rbd.testing.emulator import Emulator
@@ -148,6 +164,17 @@ def bench_rbd(args) -> list[dict]:
         cluster.create_image(args.image, args.size << 20)
     else:
         conf, keyring = args.conf, args.keyring
+    client_cpus = None
+    if cluster is not None and args.pin and os.cpu_count() >= 2:
+        # The cluster gets CPU 0, the client under test (fio, or this process
+        # with its librbd threads) CPU 1: a gateway does not share cores with
+        # the OSDs, and on two cores the OSD would otherwise starve whichever
+        # client spends more CPU.  Both paths get the same layout.
+        for pid in cluster.pids.values():
+            _pin_tree(pid, {0})
+        client_cpus = {1}
+        os.sched_setaffinity(0, client_cpus)
+        print("pinned: ceph daemons on CPU 0, client (fio / tcmu-rbd) on CPU 1")
     try:
         # reads of never-written objects cost nothing: fill the image first
         subprocess.run(["fio", "--name=fill", "--ioengine=rbd", "--clientname=admin",
@@ -161,7 +188,7 @@ def bench_rbd(args) -> list[dict]:
             direct = fio_rbd(conf, args.pool, args.image, kind, xfer, qd, args.seconds)
             emu = Emulator(cmdr_size=8 << 20, data_blocks=(qd * xfer) // 4096 + 64)
             b = RbdBackend(args.pool, args.image, conf=conf, keyring=keyring)
-            with Rig(b, emulator=emu) as rig:
+            with Rig(b, emulator=emu, max_xfer_blocks=MAX_XFER) as rig:
                 ours = run_engine_workload(rig, kind, xfer, qd, args.seconds)
             rows.append({"path": "fio rbd (direct librbd)", "workload": label, **direct})
             rows.append({"path": "engine+rbd (tcmu-rbd)", "workload": label, **ours,
@@ -202,6 +229,8 @@ def main(argv=None) -> int:
     r.add_argument("--size", type=int, default=1024, help="MiB (with --cluster)")
     r.add_argument("--seconds", type=float, default=10)
     r.add_argument("--qd", type=int, default=32)
+    r.add_argument("--no-pin", dest="pin", action="store_false",
+                   help="do not give the cluster and the client separate CPUs")
     r.add_argument("--json")
     args = ap.parse_args(argv)
     rows = bench_engine(args) if args.what == "engine" else bench_rbd(args)

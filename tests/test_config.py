@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import tempfile
 import uuid
 
 import pytest
@@ -97,14 +99,37 @@ def test_bad_messages_are_distinct(files):
         len([m for m in msgs if "greater than 0" not in m])
 
 
-def test_unreadable_file_rejected(files):
-    if os.getuid() == 0:
-        pytest.skip("root can read anything")
-    p = files / "secret.keyring"
-    p.write_text("[client.x]\n")
-    p.chmod(0)
-    with pytest.raises(ConfigError, match="not readable"):
-        parse_config(f"rbd/pool/img;keyring={p}")
+def test_unreadable_file_rejected():
+    # a directory every user can enter (pytest's tmp dirs are root-only)
+    d = tempfile.mkdtemp(prefix="tcmu-rbd-cfg-")
+    os.chmod(d, 0o755)
+    p = os.path.join(d, "secret.keyring")
+    with open(p, "w") as f:
+        f.write("[client.x]\n")
+    os.chmod(p, 0)
+
+    def check():
+        with pytest.raises(ConfigError, match="not readable"):
+            parse_config(f"rbd/pool/img;keyring={p}")
+
+    if os.getuid() != 0:
+        check()
+        return
+    # root reads anything: check as an unprivileged user in a child process
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            check()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    shutil.rmtree(d)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
 def test_length_limit_counts_bytes_and_full_string():
