@@ -450,27 +450,36 @@ static int emu_alloc_block(struct emu *e, uint32_t *out)
     return -EAGAIN;
 }
 
-/* Write a PAD to the end of the ring if an entry of `need` bytes does not fit
- * before it, exactly as queue_cmd_ring() does.  Returns the new head. */
-static uint32_t emu_pad_if_needed(struct emu *e, uint32_t head, uint32_t need)
+/*
+ * Reserve room for an entry of `size` bytes at cmd_head, as queue_cmd_ring()
+ * does: check free space (counting the PAD a wrap costs), write the PAD to the
+ * end of the ring if the entry does not fit before it, and return the entry's
+ * zeroed ring offset; -EAGAIN when the ring is full.  The caller fills the
+ * entry and publishes it with emu_publish().
+ */
+static int64_t emu_reserve(struct emu *e, uint32_t size)
 {
+    uint32_t head = load_acquire(e->base, MB_HEAD_OFF);
     uint32_t to_end = e->cmdr_size - head;
-    if (to_end < need) {
+    uint32_t needed = size + (to_end < size ? to_end : 0);
+    uint32_t free_ = e->cmdr_size - spc_used(head, e->last_cleaned, e->cmdr_size) - 1;
+
+    if (size > e->cmdr_size / 2 || needed > free_)
+        return -EAGAIN;
+    if (to_end < size) {
         struct tcmu_cmd_entry_hdr *h = (void *)(e->base + e->cmdr_off + head);
         h->len_op = make_len_op(to_end, TCMU_OP_PAD);
         h->cmd_id = 0;
         h->kflags = h->uflags = 0;
         head = 0;
     }
+    memset(e->base + e->cmdr_off + head, 0, size);
     return head;
 }
 
-static int emu_space(struct emu *e, uint32_t head, uint32_t need)
+static void emu_publish(struct emu *e, uint32_t head, uint32_t size)
 {
-    uint32_t to_end = e->cmdr_size - head;
-    uint32_t needed = need + (to_end < need ? to_end : 0);
-    uint32_t free_ = e->cmdr_size - spc_used(head, e->last_cleaned, e->cmdr_size) - 1;
-    return needed <= free_;
+    store_release(e->base, MB_HEAD_OFF, (head + size) % e->cmdr_size);
 }
 
 static int emu_new_id(struct emu *e, uint16_t *out)
@@ -515,6 +524,7 @@ int emu_submit(struct emu *e, const uint8_t *cdb, uint32_t cdb_len,
     struct emu_cmd *c;
     struct tcmu_cmd_entry *ent;
     uint32_t head, nvec[2] = {0, 0}, base_size, size, blocks_needed = 0;
+    int64_t reserved;
     uint16_t id;
     int rc;
 
@@ -563,14 +573,12 @@ int emu_submit(struct emu *e, const uint8_t *cdb, uint32_t cdb_len,
         base_size = sizeof(struct tcmu_cmd_entry);
     base_size = (base_size + 7) & ~7u;
     size = base_size + ((cdb_len + 7) & ~7u);
-    head = load_acquire(e->base, MB_HEAD_OFF);
-    if (size > e->cmdr_size / 2 || !emu_space(e, head, size)) {
+    if ((reserved = emu_reserve(e, size)) < 0) {
         emu_free_blocks(e, c);
         return -EAGAIN;
     }
-    head = emu_pad_if_needed(e, head, size);
+    head = (uint32_t)reserved;
     ent = (void *)(e->base + e->cmdr_off + head);
-    memset(ent, 0, size);
     ent->hdr.len_op = make_len_op(size, TCMU_OP_CMD);
     ent->hdr.cmd_id = id;
     ent->req.iov_cnt = nvec[0];
@@ -614,28 +622,26 @@ int emu_submit(struct emu *e, const uint8_t *cdb, uint32_t cdb_len,
     c->uflags = 0;
     c->read_len = 0;
     e->inflight++;
-    store_release(e->base, MB_HEAD_OFF, (head + size) % e->cmdr_size);
+    emu_publish(e, head, size);
     return id;
 }
 
 int emu_submit_tmr(struct emu *e, uint8_t tmr_type, const uint16_t *ids, uint32_t n)
 {
     struct tcmu_tmr_entry *t;
-    uint32_t head, size = (TMR_IDS_OFF + 2 * n + 7) & ~7u;
+    uint32_t size = (TMR_IDS_OFF + 2 * n + 7) & ~7u;
+    int64_t head;
 
     if (e->broken)
         return -EIO;
-    head = load_acquire(e->base, MB_HEAD_OFF);
-    if (size > e->cmdr_size / 2 || !emu_space(e, head, size))
+    if ((head = emu_reserve(e, size)) < 0)
         return -EAGAIN;
-    head = emu_pad_if_needed(e, head, size);
     t = (void *)(e->base + e->cmdr_off + head);
-    memset(t, 0, size);
     t->hdr.len_op = make_len_op(size, TCMU_OP_TMR);
     t->tmr_type = tmr_type;
     t->cmd_cnt = n;
     memcpy(t->cmd_ids, ids, 2 * n);
-    store_release(e->base, MB_HEAD_OFF, (head + size) % e->cmdr_size);
+    emu_publish(e, (uint32_t)head, size);
     return 0;
 }
 
@@ -643,17 +649,15 @@ int emu_submit_tmr(struct emu *e, uint8_t tmr_type, const uint16_t *ids, uint32_
  * registered as in flight with no data so that reaping it is legal. */
 int emu_write_raw(struct emu *e, uint32_t len_op, uint16_t cmd_id, const uint8_t *body, uint32_t body_len)
 {
-    uint32_t head, size = tcmu_hdr_get_len(len_op);
+    uint32_t size = tcmu_hdr_get_len(len_op);
     struct tcmu_cmd_entry_hdr *h;
+    int64_t head;
 
     if (size < 8 || size % 8 || body_len > size - 8)
         return -EINVAL;
-    head = load_acquire(e->base, MB_HEAD_OFF);
-    if (size > e->cmdr_size / 2 || !emu_space(e, head, size))
+    if ((head = emu_reserve(e, size)) < 0)
         return -EAGAIN;
-    head = emu_pad_if_needed(e, head, size);
     h = (void *)(e->base + e->cmdr_off + head);
-    memset(h, 0, size);
     h->len_op = len_op;
     h->cmd_id = cmd_id;
     memcpy((uint8_t *)h + 8, body, body_len);
@@ -666,7 +670,7 @@ int emu_write_raw(struct emu *e, uint32_t len_op, uint16_t cmd_id, const uint8_t
         e->cmds[cmd_id].entry_off = head;
         e->inflight++;
     }
-    store_release(e->base, MB_HEAD_OFF, (head + size) % e->cmdr_size);
+    emu_publish(e, (uint32_t)head, size);
     return 0;
 }
 
