@@ -10,7 +10,8 @@ socket; see :class:`Worker`):
 
 * spawned as ``<worker_command> --uio uioN --ctl-fd FD --osd-op-timeout N``
   (N: the settings' default) with
-  ``TCMU_RBD_CONFIG`` (settings file, if any) and ``TCMU_RBD_LOG_LEVEL`` in the
+  ``TCMU_RBD_CONFIG`` (settings file, if any), ``TCMU_RBD_LOG_LEVEL`` and
+  ``TCMU_RBD_SUPERVISOR_PID`` (the worker dies with it: PR_SET_PDEATHSIG) in the
   environment, stdin ``/dev/null``, stdout+stderr a pipe the supervisor relays
   into its log (an sd-daemon ``<N>`` prefix sets the level), in its own session;
 * worker -> supervisor, first line: ``{"event": "ready"}`` or
@@ -20,7 +21,13 @@ socket; see :class:`Worker`):
   ``{"id": k, "op": "writecache", "value": 0|1}``, ``{"id": k, "op": "stop"}``;
   answers ``{"id": k, "ok": true}`` / ``{"id": k, "ok": false, "error": "...",
   ["errno": N]}``;
-* EOF on the socket means the supervisor is gone: stop as for "stop".
+* EOF on the socket (or SIGTERM from PR_SET_PDEATHSIG) means the supervisor is
+  gone: block the device (action/block_dev=1), then stop as for "stop".
+
+Restart recovery after a supervisor crash (kill -9): the old workers stop by
+themselves (above); any still holding /dev/uioN is stopped by the new supervisor
+(SIGTERM, SIGKILL after worker_stop_timeout) before it resets the ring and starts
+its own worker (Supervisor._stop_stale_holders).
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ class Paths:
     configfs: str = "/sys/kernel/config/target/core"
     proc: str = "/proc"
     lock: str = "/run/tcmu.lock"
+    dev: str = "/dev"
 
     @property
     def uio_class(self) -> str:
@@ -100,6 +108,25 @@ def parse_uio_name(s: str) -> UioName | None:
     if len(parts) != 4 or parts[0] != "tcm-user" or not parts[1] or not parts[2]:
         return None
     return UioName(parts[1], parts[2], parts[3])
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A process holding a /dev/uioN open."""
+
+    pid: int
+    argv: list
+
+    def is_worker_of(self, uio: str) -> bool:
+        """A tcmu-rbd worker for this device (by the worker contract's
+        arguments: ``--uio uioN --ctl-fd FD``), e.g. one left behind by a
+        supervisor that was SIGKILLed."""
+        a = self.argv
+        return "--ctl-fd" in a and any(a[i] == "--uio" and a[i + 1] == uio
+                                       for i in range(len(a) - 1))
+
+    def describe(self) -> str:
+        return f"pid {self.pid} ({' '.join(self.argv)[:120] or '?'})"
 
 
 class Kernel:
@@ -156,6 +183,40 @@ class Kernel:
         except OSError as e:
             log.warning("cannot write %d to %s: %s", value, path, e.strerror)
             return False
+
+    def uio_holders(self, uio: str) -> list["Holder"]:
+        """Processes (other than us) that have /dev/<uio> open: found through
+        /proc/<pid>/fd.  Zombies hold nothing and are not listed."""
+        target = os.path.join(self.paths.dev, uio)
+        me = os.getpid()
+        out = []
+        try:
+            pids = [int(e) for e in os.listdir(self.paths.proc) if e.isdigit()]
+        except OSError:
+            return []
+        for pid in pids:
+            if pid == me:
+                continue
+            fd_dir = os.path.join(self.paths.proc, str(pid), "fd")
+            try:
+                fds = os.listdir(fd_dir)
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    if os.readlink(os.path.join(fd_dir, fd)) == target:
+                        break
+                except OSError:
+                    continue
+            else:
+                continue
+            try:
+                with open(os.path.join(self.paths.proc, str(pid), "cmdline"), "rb") as f:
+                    argv = [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]
+            except OSError:
+                argv = []
+            out.append(Holder(pid, argv))
+        return out
 
     def module_loaded(self) -> bool:
         return os.path.isdir(os.path.join(self.paths.sysfs, "module", "target_core_user"))
@@ -361,6 +422,8 @@ class Worker:
             if sup.settings.path:
                 env[settings_mod.ENV_CONFIG] = sup.settings.path
             env[settings_mod.ENV_LOG_LEVEL] = sup.settings.log_level
+            # the worker dies with us (PR_SET_PDEATHSIG; see worker.follow_supervisor)
+            env[settings_mod.ENV_SUPERVISOR_PID] = str(os.getpid())
             r, w = os.pipe()
             try:
                 self.proc = subprocess.Popen(
@@ -595,6 +658,13 @@ def _errno_of(msg: dict, default: int) -> int:
     if isinstance(v, int) and not isinstance(v, bool) and v != 0:
         return abs(v)
     return default
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def describe_exit(code: int | None) -> str:
@@ -863,7 +933,68 @@ class Supervisor:
         if recovery and dev.info is not None:
             if not dev.blocked:
                 dev.blocked = self.kernel.action(dev.info, "block_dev", 1)
+            if self._stop_stale_holders(dev):
+                return  # _start_worker runs once they let go of the device
             self.kernel.action(dev.info, "reset_ring", 1)
+        self._start_worker(dev)
+
+    def _stop_stale_holders(self, dev: Device) -> bool:
+        """Restart recovery after a crash of the supervisor: workers of the
+        dead supervisor may still hold /dev/uioN (only one open is allowed).
+        They normally stop by themselves (PR_SET_PDEATHSIG -> SIGTERM, or EOF
+        on their control socket: see worker.follow_supervisor), but may still
+        be finishing in-flight I/O, or be stuck in librbd: wait for them,
+        SIGTERM them, SIGKILL them after worker_stop_timeout.  Only then reset
+        the ring and start our worker (reset_ring while the old worker still
+        completes commands would let it complete commands of the new ring).
+        Other programs holding the device are not touched: the worker's open
+        fails with EBUSY and is retried with backoff.  Returns True when the
+        worker start was deferred."""
+        ours = {w.pid for w in self.zombies}
+        ours.update(d.worker.pid for d in self.devices.values() if d.worker is not None)
+        holders = [h for h in self.kernel.uio_holders(dev.uio) if h.pid not in ours]
+        for h in holders:
+            if not h.is_worker_of(dev.uio):
+                dev.log.error("/dev/%s is held by %s, which is not a tcmu-rbd worker: the "
+                              "device cannot be served until it lets go", dev.uio, h.describe())
+        stale = {h.pid for h in holders if h.is_worker_of(dev.uio)}
+        if not stale:
+            return False
+        for pid in stale:
+            dev.log.warning("stale worker pid %d of a previous supervisor still holds /dev/%s: "
+                            "stopping it before recovery", pid, dev.uio)
+            _signal(pid, signal.SIGTERM)
+        kill_at = time.monotonic() + self.settings.worker_stop_timeout
+        give_up_at = kill_at + KILL_GRACE
+        killed: set[int] = set()
+
+        def poll():
+            dev.start_timer = None
+            if self.devices.get(dev.uio) is not dev or dev.state != STARTING \
+                    or self.shutting_down:
+                return
+            left = {h.pid for h in self.kernel.uio_holders(dev.uio)} & stale
+            now = time.monotonic()
+            if left and now < give_up_at:
+                if now >= kill_at:
+                    for pid in left - killed:
+                        dev.log.error("stale worker pid %d did not stop in time; killing it", pid)
+                        _signal(pid, signal.SIGKILL)
+                        killed.add(pid)
+                dev.start_timer = self.loop.call_later(0.2, poll)
+                return
+            if left:
+                dev.log.error("stale worker(s) %s still hold /dev/%s", sorted(left), dev.uio)
+            else:
+                dev.log.info("stale worker(s) gone: recovering the device")
+            if dev.info is not None:
+                self.kernel.action(dev.info, "reset_ring", 1)
+            self._start_worker(dev)
+
+        dev.start_timer = self.loop.call_later(0.1, poll)
+        return True
+
+    def _start_worker(self, dev: Device) -> None:
         try:
             dev.worker = Worker(self, dev)
         except OSError as e:
@@ -1252,6 +1383,8 @@ def run(
             return 1
         if not getattr(netlink, "reply_supported", True):
             log.warning("the kernel does not wait for our replies (no SET_FEATURES support)")
+        else:
+            log.info("TCM-USER netlink: SET_FEATURES accepted, the kernel waits for our replies")
 
         sup = Supervisor(s, netlink, kernel, loop)
         sup.attach_netlink()

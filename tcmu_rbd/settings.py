@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 DEFAULT_PATH = "/etc/tcmu-rbd/tcmu-rbd.conf"
 ENV_CONFIG = "TCMU_RBD_CONFIG"
 ENV_LOG_LEVEL = "TCMU_RBD_LOG_LEVEL"
+#: set by the supervisor for its workers: its pid (a worker dies with it)
+ENV_SUPERVISOR_PID = "TCMU_RBD_SUPERVISOR_PID"
 
 LOG_LEVELS = {
     "debug": logging.DEBUG,

@@ -14,11 +14,19 @@ reports on the control socket (newline-delimited JSON):
     <- {"id": k, "op": "writecache", "value": 0|1}
     <- {"id": k, "op": "stop"}   (stop taking commands, finish in-flight, exit 0)
     errors: {"id": k, "ok": false, "error": "..."}
+
+A worker never outlives its supervisor (see `follow_supervisor`): when the
+supervisor dies (EOF on the control socket, or SIGTERM through
+PR_SET_PDEATHSIG) the worker blocks its device (action/block_dev=1, so
+commands wait in the kernel), finishes what is in flight, closes the image
+(releasing its exclusive lock) and exits, letting go of /dev/uioN for the
+next supervisor's restart recovery.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
 import os
@@ -28,6 +36,7 @@ import sys
 from dataclasses import dataclass
 
 from tcmu_rbd import scsi
+from tcmu_rbd.settings import ENV_SUPERVISOR_PID
 from tcmu_rbd.handler import Handler
 from tcmu_rbd.ring import UioRing
 
@@ -93,6 +102,46 @@ def read_dev_size(dev: Device) -> int:
     return 0
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def follow_supervisor(environ=os.environ) -> int | None:
+    """Die with the supervisor.
+
+    Why: a SIGKILLed supervisor leaves its workers orphaned, each still holding
+    its /dev/uioN (a second open is EBUSY), so the restarted supervisor could
+    not recover the device.  PR_SET_PDEATHSIG turns the supervisor's death
+    into a SIGTERM here, i.e. the same graceful stop as for the "stop" op
+    (finish in-flight, close the image so its exclusive lock is released at
+    once rather than after the OSD's watch timeout); SIGKILL would leave the
+    lock to time out and the new worker's first write waiting ~30 s for it.
+    EOF on the control socket means the same and is the fallback where
+    prctl is unavailable.  The new supervisor also looks for workers still
+    holding the device and stops them before it resets the ring (daemon.py,
+    Supervisor._stop_stale_holders), for a worker stuck in librbd.
+
+    The supervisor's pid comes in $TCMU_RBD_SUPERVISOR_PID: if it is no longer
+    our parent, it died before prctl took effect, and we exit at once.
+    Returns that pid (None when started by hand)."""
+    want = environ.get(ENV_SUPERVISOR_PID)
+    if not want:
+        return None
+    want_pid = int(want)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            log.warning("prctl(PR_SET_PDEATHSIG): %s", os.strerror(ctypes.get_errno()))
+    except (OSError, AttributeError) as e:
+        log.warning("prctl unavailable (%s): relying on the control socket's EOF", e)
+    if os.getppid() != want_pid:
+        raise SupervisorGone("the supervisor (pid %d) exited before this worker started" % want_pid)
+    return want_pid
+
+
+class SupervisorGone(RuntimeError):
+    pass
+
+
 def open_backend(dev_config: str, default_osd_op_timeout: float = 30):
     """Parse and open the image a dev_config names; errors carry the
     operator's message."""
@@ -110,6 +159,7 @@ class Worker:
         self.default_timeout = default_osd_op_timeout
         self._buf = b""
         self.handler: Handler | None = None
+        self.supervisor_pid: int | None = None
 
     def send(self, msg: dict) -> None:
         if self.ctl is not None:
@@ -151,8 +201,8 @@ class Worker:
         except BlockingIOError:
             return
         if not data:   # supervisor gone: finish in-flight work and stop
-            log.warning("%s: control socket closed, stopping", self.dev.label)
-            self.handler.stopping = True
+            log.warning("%s: control socket closed (supervisor gone), stopping", self.dev.label)
+            self.supervisor_lost()
             return
         self._buf += data
         while b"\n" in self._buf:
@@ -163,6 +213,30 @@ class Worker:
                 log.error("%s: bad control message %r", self.dev.label, line[:200])
                 continue
             self.send(self.request(req))
+
+    def supervisor_lost(self) -> None:
+        """Block the device (commands wait in the kernel, as after the
+        supervisor's own shutdown) and stop; the next supervisor's restart
+        recovery resets the ring and unblocks it."""
+        if self.handler is not None and self.handler.stopping:
+            return
+        try:
+            with open(os.path.join(self.dev.configfs, "action", "block_dev"), "w") as f:
+                f.write("1\n")
+        except OSError as e:
+            log.warning("%s: cannot block the device: %s", self.dev.label, e.strerror)
+        if self.handler is not None:
+            self.handler.stopping = True
+
+    def on_signal(self) -> None:
+        """SIGTERM/SIGINT: from the supervisor's PR_SET_PDEATHSIG when it died
+        (our parent changed), else an operator's request to stop."""
+        if self.supervisor_pid is not None and os.getppid() != self.supervisor_pid:
+            log.warning("%s: the supervisor (pid %d) died, stopping", self.dev.label,
+                        self.supervisor_pid)
+            self.supervisor_lost()
+        else:
+            self.handler.stopping = True
 
     def request(self, req: dict) -> dict:
         rid = req.get("id")
@@ -225,6 +299,11 @@ def main(argv=None) -> int:
                         format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
     ctl = socket.socket(fileno=args.ctl_fd) if args.ctl_fd is not None else None
     try:
+        supervisor_pid = follow_supervisor()
+    except SupervisorGone as e:
+        log.error("%s: %s", args.uio, e)
+        return 1
+    try:
         dev = read_device(args.uio)
     except (OSError, ValueError) as e:
         msg = "cannot read device %s: %s" % (args.uio, e)
@@ -232,6 +311,7 @@ def main(argv=None) -> int:
         Worker(None, ctl).send({"event": "failed", "error": msg})
         return 1
     w = Worker(dev, ctl, args.osd_op_timeout)
+    w.supervisor_pid = supervisor_pid
     try:
         w.start()
     except Exception as e:
@@ -241,7 +321,7 @@ def main(argv=None) -> int:
         return 1
 
     def stop(signum, frame):
-        w.handler.stopping = True
+        w.on_signal()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     w.send({"event": "ready"})

@@ -408,6 +408,113 @@ def test_startup_recovery(h, caplog):
     assert h.got == []  # recovery sends nothing to the kernel
 
 
+# A process holding a (fake) /dev/uioN open, as a worker left behind by a SIGKILLed
+# supervisor would: argv follows the worker contract unless FOREIGN is given.
+HOLDER = textwrap.dedent(
+    r'''
+    import os, signal, sys, time
+    dev, mode, out = sys.argv[1], sys.argv[2], sys.argv[3]
+    fd = os.open(dev, os.O_RDWR)
+    def term(signum, frame):
+        with open(out, "a") as f:
+            f.write("SIGTERM\n")
+        if mode == "graceful":
+            time.sleep(0.3)          # finishing in-flight I/O
+            with open(out, "a") as f:
+                f.write("exit\n")
+            os._exit(0)
+    signal.signal(signal.SIGTERM, term)
+    print("HOLDING", flush=True)
+    while True:
+        time.sleep(0.05)
+    '''
+)
+
+
+def _holder(h, minor, mode, worker_args=True):
+    dev_dir = h.tmp / "dev"
+    dev_dir.mkdir(exist_ok=True)
+    (dev_dir / f"uio{minor}").write_text("")
+    h.kernel.paths.proc = "/proc"
+    h.kernel.paths.dev = str(dev_dir)
+    out = h.tmp / f"holder{minor}.out"
+    argv = [sys.executable, "-c", HOLDER, str(dev_dir / f"uio{minor}"), mode, str(out)]
+    if worker_args:
+        argv += ["--uio", f"uio{minor}", "--ctl-fd", "7"]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "HOLDING"
+    return p, out
+
+
+def test_recovery_stops_a_stale_worker_before_resetting_the_ring(h, caplog):
+    """A worker of a SIGKILLed supervisor still holds /dev/uio1: it is asked to
+    stop (SIGTERM), and only once it let go is the ring reset and ours started."""
+    h.add_uio(1, "disk1")
+    stale, out = _holder(h, 1, "graceful")
+    try:
+        done = []
+        h.sup.recover_existing(lambda: done.append(1))
+        assert h.kernel.actions == [("disk1", "block_dev", 1)]  # no reset while it runs
+        h.run_until(lambda: done)
+        assert stale.wait(5) == 0
+        assert out.read_text().split() == ["SIGTERM", "exit"]
+        assert state(h, 1) == d.READY
+        assert h.kernel.actions == [("disk1", "block_dev", 1), ("disk1", "reset_ring", 1),
+                                    ("disk1", "block_dev", 0)]
+        assert f"stale worker pid {stale.pid}" in caplog.text
+    finally:
+        if stale.poll() is None:
+            stale.kill()
+        stale.wait()
+        stale.stdout.close()
+
+
+def test_recovery_kills_a_stale_worker_that_ignores_sigterm(h, caplog):
+    h.add_uio(1, "disk1")
+    stale, out = _holder(h, 1, "stuck")
+    try:
+        t0 = time.monotonic()
+        done = []
+        h.sup.recover_existing(lambda: done.append(1))
+        h.run_until(lambda: done, 15)
+        assert stale.wait(5) == -signal.SIGKILL
+        # SIGKILL only after worker_stop_timeout (1.5 s here)
+        assert time.monotonic() - t0 >= h.settings.worker_stop_timeout
+        assert out.read_text().split() == ["SIGTERM"]
+        assert state(h, 1) == d.READY
+        assert "did not stop in time; killing it" in caplog.text
+    finally:
+        if stale.poll() is None:
+            stale.kill()
+        stale.wait()
+        stale.stdout.close()
+
+
+def test_recovery_leaves_other_programs_holding_the_device_alone(h, caplog):
+    h.add_uio(1, "disk1")
+    other, out = _holder(h, 1, "graceful", worker_args=False)
+    try:
+        done = []
+        h.sup.recover_existing(lambda: done.append(1))
+        h.run_until(lambda: done)
+        assert other.poll() is None and not out.exists()
+        assert "not a tcmu-rbd worker" in caplog.text and str(other.pid) in caplog.text
+        # (the fake worker does not open the device; a real one gets EBUSY and retries)
+        assert h.kernel.actions[:2] == [("disk1", "block_dev", 1), ("disk1", "reset_ring", 1)]
+    finally:
+        other.kill()
+        other.wait()
+        other.stdout.close()
+
+
+def test_workers_get_the_supervisor_pid(h):
+    assert h.reply_for(h.added(0, "disk0"))[1] == 0
+    pid = h.sup.devices["uio0"].worker.pid
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        env = dict(x.split(b"=", 1) for x in f.read().split(b"\0") if b"=" in x)
+    assert env[b"TCMU_RBD_SUPERVISOR_PID"] == str(os.getpid()).encode()
+
+
 def test_no_devices_recovery_completes_at_once(h):
     done = []
     assert h.sup.recover_existing(lambda: done.append(1)) == 0

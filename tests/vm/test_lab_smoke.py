@@ -1,7 +1,8 @@
 """The lab's plumbing on the real kernel, in one VM boot (tests/vm/guest/smoke.sh):
 Ceph + LIO + D-Bus via vagrant/scripts, a kernel ramdisk backstore exported over
 iSCSI on 127.0.0.1 and checked through open-iscsi, then a user:rbd backstore through
-the same scripts served by the reference TCMU daemon (Debian's tcmu-runner), teardown.
+the same scripts served by our daemon (tcmu-rbd), teardown. (tcmu-runner is not
+used by the tests: it stays only as the benchmark peer.)
 """
 
 from pathlib import Path
@@ -20,8 +21,8 @@ CHECKS = [
     "export_ramdisk", "export_lun_number", "portal_loopback_only", "acl_cmdsn_depth",
     "login_ramdisk", "ramdisk_size", "ramdisk_inquiry_vendor", "ramdisk_readcap",
     "ramdisk_dd_roundtrip", "ramdisk_session_count",
-    # user:rbd through the reference daemon
-    "peer_start", "export_rbd", "rbd_uio_name", "login_rbd", "rbd_size", "rbd_inquiry",
+    # user:rbd through our daemon
+    "daemon_start", "export_rbd", "rbd_uio_name", "login_rbd", "rbd_size", "rbd_inquiry",
     "rbd_dd_roundtrip", "rbd_written_reaches_image", "sessions_two",
     # teardown
     "teardown", "no_sessions", "lio_empty", "daemons_stopped",

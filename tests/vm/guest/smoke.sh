@@ -4,8 +4,8 @@
 #   1. Ceph up + an image; LIO; D-Bus
 #   2. a kernel ramdisk backstore exported on 127.0.0.1:3260 with an ACL, logged in,
 #      size / INQUIRY / READ CAPACITY / dd write+read checked
-#   3. a user:rbd backstore served by the reference daemon (tcmu-runner, Debian's)
-#      through the same scripts: this is the flow tcmu-rbd will take
+#   3. a user:rbd backstore served by our daemon (tcmu-rbd, "$PYTHON -m tcmu_rbd",
+#      its D-Bus policy from packaging/) through the same scripts
 #   4. teardown, and nothing left behind
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -13,18 +13,23 @@ set -euo pipefail
 INITIATOR=iqn.2024-01.org.tcmu-rbd.lab:initiator
 T_RD=iqn.2003-01.org.linux-iscsi.tcmu-rbd-lab:ramdisk
 T_RBD=iqn.2003-01.org.linux-iscsi.tcmu-rbd-lab:rbd
-PEER=${PEER_DAEMON:-tcmu-runner}
+DAEMON=tcmu-rbd
+policy_args=()
+for p in "$TCMU_RBD_REPO"/packaging/*.conf; do
+  grep -q "<busconfig>" "$p" && policy_args+=(--policy "$p")
+done
 
 step ceph_up "$LAB/ceph.sh" up --dir "$LAB_DIR/ceph" --image rbd/img0=1G
 export CEPH_CONF=$OUT
-step dbus "$LAB/dbus.sh"
+step dbus "$LAB/dbus.sh" ${policy_args[@]+"${policy_args[@]}"}
 step kernel_target "$LAB/kernel-target.sh"
 check configfs_mounted mountpoint -q /sys/kernel/config
 check dbroot_pr_dir test -d "$(cat /sys/kernel/config/target/dbroot)/pr"
 # targetcli's saved preferences (a pickle), read without another 4 s targetcli start
 tcli_prefs() { python3 -c 'import pickle,sys; p=pickle.load(open(sys.argv[1],"rb")); print(p); sys.exit(not (p["auto_add_default_portal"] is False and p["auto_save_on_exit"] is False))' "$TARGETCLI_HOME/prefs.bin"; }
 check targetcli_prefs tcli_prefs
-check no_bus_activation sh -c '! pgrep -x tcmu-runner'
+# Debian's activation file would start tcmu-runner on the first targetcli run
+check no_bus_activation sh -c '! pgrep -ax tcmu-runner'
 
 
 # --- a kernel backstore over iSCSI -----------------------------------------------
@@ -54,8 +59,8 @@ dd_roundtrip() {
 check ramdisk_dd_roundtrip dd_roundtrip "$disk"
 check ramdisk_session_count expect_eq "$(iscsiadm -m session | wc -l)" 1
 
-# --- user:rbd through the reference daemon ----------------------------------------
-step peer_start "$LAB/tcmu-daemon.sh" start --daemon "$PEER"
+# --- user:rbd through our daemon ---------------------------------------------------
+step daemon_start "$LAB/tcmu-daemon.sh" start --daemon "$DAEMON"
 step export_rbd "$LAB/export.sh" add --backstore user:rbd/disk0 \
   --arg size=1G --arg cfgstring=rbd/img0 --arg hw_max_sectors=1024 \
   --arg control=max_data_area_mb=8 --target "$T_RBD" --acl "$INITIATOR"
@@ -77,4 +82,4 @@ check sessions_two expect_eq "$(iscsiadm -m session | wc -l)" 2
 step teardown "$LAB/teardown.sh"
 check no_sessions sh -c '! iscsiadm -m session'
 check lio_empty sh -c 'ls /sys/kernel/config/target/iscsi | grep -v -e discovery_auth -e lio_version ; [ -z "$(ls /sys/kernel/config/target/iscsi | grep iqn)" ] && [ -z "$(ls -d /sys/kernel/config/target/core/*/* 2>/dev/null | grep -v /alua)" ]'
-check daemons_stopped sh -c "! pgrep -x iscsid && ! pgrep -x tcmu-runner && ! pgrep -x ceph-osd && ! pgrep -x ceph-mon"
+check daemons_stopped sh -c "! pgrep -ax iscsid && ! pgrep -af -- '-m [t]cmu_rbd' && ! pgrep -ax tcmu-runner && ! pgrep -ax ceph-osd && ! pgrep -ax ceph-mon"

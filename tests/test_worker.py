@@ -1,0 +1,109 @@
+"""The worker's life tied to its supervisor's (tcmu_rbd.worker.follow_supervisor and
+supervisor_lost): a SIGKILLed supervisor must not leave workers holding /dev/uioN."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tcmu_rbd import worker as wk
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# supervisor stand-in: starts a "worker" that calls follow_supervisor(), waits until it
+# is following, then dies by SIGKILL
+SUPERVISOR = textwrap.dedent(
+    r'''
+    import os, signal, subprocess, sys
+    out = sys.argv[1]
+    env = dict(os.environ, TCMU_RBD_SUPERVISOR_PID=str(os.getpid()))
+    child = subprocess.Popen([sys.executable, "-c", sys.argv[2], out], env=env,
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert child.stdout.readline().strip() == "FOLLOWING"
+    print(child.pid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+    '''
+)
+WORKER = textwrap.dedent(
+    r'''
+    import signal, sys, time
+    from tcmu_rbd.worker import follow_supervisor
+    out = sys.argv[1]
+    def term(signum, frame):
+        open(out, "w").write("SIGTERM")
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, term)
+    follow_supervisor()
+    print("FOLLOWING", flush=True)
+    time.sleep(30)
+    '''
+)
+
+
+def test_worker_gets_sigterm_when_its_supervisor_is_killed(tmp_path):
+    out = tmp_path / "got"
+    sup = subprocess.run([sys.executable, "-c", SUPERVISOR, str(out), WORKER], cwd=ROOT,
+                         stdout=subprocess.PIPE, text=True, timeout=60)
+    assert sup.returncode == -signal.SIGKILL
+    child = int(sup.stdout.strip())
+    deadline = time.monotonic() + 10
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert out.read_text() == "SIGTERM"
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+
+
+def test_worker_refuses_to_start_when_the_supervisor_is_already_gone():
+    # our parent is not the pid the (dead) supervisor passed
+    with pytest.raises(wk.SupervisorGone, match="exited before this worker started"):
+        wk.follow_supervisor({"TCMU_RBD_SUPERVISOR_PID": "999999999"})
+    assert wk.follow_supervisor({}) is None  # started by hand: nothing to follow
+
+
+class _H:
+    stopping = False
+
+
+def _worker(tmp_path):
+    cfg = tmp_path / "user_1" / "disk0"
+    (cfg / "action").mkdir(parents=True)
+    (cfg / "action" / "block_dev").write_text("0\n")
+    dev = wk.Device("uio0", 1, "disk0", "rbd/rbd/img0", str(cfg))
+    w = wk.Worker(dev, None)
+    w.handler = _H()
+    return w, cfg / "action" / "block_dev"
+
+
+def test_supervisor_loss_blocks_the_device_and_stops(tmp_path):
+    w, block = _worker(tmp_path)
+    w.supervisor_pid = os.getpid() + 1_000_000  # not our parent: the supervisor died
+    w.on_signal()
+    assert w.handler.stopping and block.read_text().strip() == "1"
+
+
+def test_operator_sigterm_stops_without_blocking(tmp_path):
+    w, block = _worker(tmp_path)
+    w.supervisor_pid = os.getppid()  # still our parent
+    w.on_signal()
+    assert w.handler.stopping and block.read_text().strip() == "0"
+
+
+def test_control_socket_eof_is_supervisor_loss(tmp_path):
+    import socket
+    w, block = _worker(tmp_path)
+    a, b = socket.socketpair()
+    w.ctl = a
+    b.close()
+    w.on_control()
+    a.close()
+    assert w.handler.stopping and block.read_text().strip() == "1"
