@@ -148,7 +148,8 @@ def open_backend(dev_config: str, default_osd_op_timeout: float = 30):
     from tcmu_rbd.backends.rbd import open_from_config
     from tcmu_rbd.config import parse_config
 
-    cfg = parse_config(dev_config)
+    # the daemon's configured default applies where the string names none
+    cfg = parse_config(dev_config, defaults={"osd_op_timeout": int(default_osd_op_timeout)})
     return cfg, open_from_config(cfg, default_osd_op_timeout)
 
 

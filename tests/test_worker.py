@@ -107,3 +107,15 @@ def test_control_socket_eof_is_supervisor_loss(tmp_path):
     w.on_control()
     a.close()
     assert w.handler.stopping and block.read_text().strip() == "1"
+
+
+def test_daemon_default_osd_op_timeout_applies_when_the_config_names_none(monkeypatch):
+    import tcmu_rbd.backends.rbd as rbd_backend
+    from tcmu_rbd import worker
+
+    opened = []
+    monkeypatch.setattr(rbd_backend, "open_from_config",
+                        lambda cfg, default: opened.append(cfg) or "backend")
+    worker.open_backend("rbd/pool/img", default_osd_op_timeout=45.0)
+    worker.open_backend("rbd/pool/img;osd_op_timeout=7", default_osd_op_timeout=45.0)
+    assert [c.osd_op_timeout for c in opened] == [45, 7]
