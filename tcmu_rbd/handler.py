@@ -276,19 +276,26 @@ class Handler:
         _, off, length, bytchk = op
         return (yield from self._compare_medium(c, off, length, bytchk, 0, scsi.VERIFY))
 
-    def _compare_medium(self, c, off, length, bytchk, skip, kind):
+    def _chunks(self, length):
+        """(position, size, iovec) pieces of at most SCRATCH bytes over a buffer
+        of this op's own: with an asynchronous backend several verify/copy
+        commands run at once, so they cannot share one."""
+        buf = ffi.new("uint8_t[]", min(SCRATCH, length) or 1)
         pos = 0
         while pos < length:
             n = min(SCRATCH, length - pos)
-            iov = ffi.new("struct iovec *", {"iov_base": self._scratch, "iov_len": n})
-            ret, _ = yield (lambda tag, o=off + pos, n=n, iov=iov: self.backend.read(tag, iov, 1, o, n))
+            yield pos, n, buf, ffi.new("struct iovec *", {"iov_base": buf, "iov_len": n})
+            pos += n
+
+    def _compare_medium(self, c, off, length, bytchk, skip, kind):
+        for pos, n, buf, iov in self._chunks(length):
+            ret, _ = yield (lambda tag, o=off + pos: self.backend.read(tag, iov, 1, o, n))
             if ret < 0:
                 return scsi.io_result(kind, ret, 0)
             if bytchk:
-                d = lib.iov_compare(c.iov, c.iov_cnt, skip + pos, self._scratch, n)
+                d = lib.iov_compare(c.iov, c.iov_cnt, skip + pos, buf, n)
                 if d >= 0:
                     return scsi.io_result(kind, -errno.EILSEQ, pos + d)
-            pos += n
         return GOOD, None
 
     def _write_verify(self, c, op):
@@ -300,17 +307,13 @@ class Handler:
 
     def _copy(self, c, op):
         for src, dst, length in op[1]:
-            pos = 0
-            while pos < length:
-                n = min(SCRATCH, length - pos)
-                iov = ffi.new("struct iovec *", {"iov_base": self._scratch, "iov_len": n})
-                ret, _ = yield (lambda tag, o=src + pos, n=n, iov=iov: self.backend.read(tag, iov, 1, o, n))
+            for pos, n, _, iov in self._chunks(length):
+                ret, _ = yield (lambda tag, o=src + pos: self.backend.read(tag, iov, 1, o, n))
                 if ret < 0:
                     return scsi.io_result(scsi.COPY, ret, 0)
-                ret, _ = yield (lambda tag, o=dst + pos, n=n, iov=iov: self.backend.write(tag, iov, 1, o, n))
+                ret, _ = yield (lambda tag, o=dst + pos: self.backend.write(tag, iov, 1, o, n))
                 if ret < 0:
                     return scsi.io_result(scsi.COPY, ret, 0)
-                pos += n
         return GOOD, None
 
     def _lba_status(self, cid, c, offset, alloc_len) -> None:

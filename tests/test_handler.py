@@ -308,3 +308,24 @@ def test_random_commands_always_complete_well_formed(cmds):
                 assert 0 < (r.sense[2] & 0x0F) <= 0x0E
             elif r.data is not None and cdb[0] in EMULATED_DATA_IN:
                 assert bytes([POISON]) * 16 not in r.data     # no stale bytes
+
+
+def test_concurrent_verifies_on_an_async_backend_do_not_share_buffers():
+    inner = MemoryBackend(8 * MiB)
+    b = Delayed(inner)
+    with Rig(b) as rig:
+        a, c = os.urandom(16 * BS), os.urandom(16 * BS)
+        for lba, data in ((0, a), (64, c)):
+            rig.submit(rig.write16(lba, 16), data_out=data)
+        rig.handler.process()
+        b.release(range(len(b.held)))
+        rig.pump()
+        rig.emu.reap()
+        verify = lambda lba: bytes([0x2F, 0x02]) + struct.pack(">I", lba) + bytes(1) + struct.pack(">H", 16) + bytes(1)
+        ids = [rig.submit(verify(0), data_out=a), rig.submit(verify(64), data_out=c)]
+        rig.handler.process()
+        assert len(b.held) == 2                     # both reads in flight together
+        b.release([1, 0])                           # completing in reverse order
+        rig.pump()
+        res = {r.cmd_id: r for r in rig.emu.reap()}
+        assert [res[i].status for i in ids] == [scsi.GOOD, scsi.GOOD]
