@@ -54,7 +54,9 @@ have_systemd() { [ -d /run/systemd/system ]; }
 # remember its pid in $LAB_STATE_DIR/NAME.pid
 spawn() {
   local name=$1; shift
-  setsid "$@" >>"$LAB_LOG_DIR/$name.log" 2>&1 </dev/null &
+  # 3>&- 4>&-: a daemon must not inherit the caller's capture fds (a $(...) around
+  # a script that starts one would otherwise wait for the daemon to exit)
+  setsid "$@" >>"$LAB_LOG_DIR/$name.log" 2>&1 </dev/null 3>&- 4>&- &
   echo $! >"$LAB_STATE_DIR/$name.pid"
   echo "spawned $name pid $!: $*"
 }
