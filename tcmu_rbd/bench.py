@@ -2,7 +2,8 @@
 
     python -m tcmu_rbd.bench engine            emulator -> engine -> memory backend
     python -m tcmu_rbd.bench rbd [--cluster]   emulator -> engine -> rbd backend,
-                                               next to fio --ioengine=rbd on the same image
+                                               between two fio --ioengine=rbd runs on the
+                                               same image (ratio: against their mean)
 
 The emulator plays the kernel in the same thread, so "cmds/s" is what one
 core does for both sides; `handler us/cmd` is the CPU spent in the handler
@@ -185,14 +186,21 @@ def bench_rbd(args) -> list[dict]:
         for kind, xfer in WORKLOADS:
             qd = args.qd if xfer == 4096 else 8
             label = "%s %s QD%d" % (kind, _h(xfer), qd)
-            direct = fio_rbd(conf, args.pool, args.image, kind, xfer, qd, args.seconds)
+            # The OSD's own speed drifts (memstore random writes slow down for
+            # the first seconds): warm up, then measure fio before AND after
+            # tcmu-rbd and compare against their mean, as lab.md advises.
+            fio_rbd(conf, args.pool, args.image, kind, xfer, qd, args.warmup)
+            before = fio_rbd(conf, args.pool, args.image, kind, xfer, qd, args.seconds)
             emu = Emulator(cmdr_size=8 << 20, data_blocks=(qd * xfer) // 4096 + 64)
             b = RbdBackend(args.pool, args.image, conf=conf, keyring=keyring)
             with Rig(b, emulator=emu, max_xfer_blocks=MAX_XFER) as rig:
                 ours = run_engine_workload(rig, kind, xfer, qd, args.seconds)
-            rows.append({"path": "fio rbd (direct librbd)", "workload": label, **direct})
+            after = fio_rbd(conf, args.pool, args.image, kind, xfer, qd, args.seconds)
+            base = (before["iops"] + after["iops"]) / 2
+            rows.append({"path": "fio rbd, before", "workload": label, **before})
             rows.append({"path": "engine+rbd (tcmu-rbd)", "workload": label, **ours,
-                         "ratio": ours["iops"] / direct["iops"] if direct["iops"] else 0})
+                         "ratio": ours["iops"] / base if base else 0})
+            rows.append({"path": "fio rbd, after", "workload": label, **after})
         return rows
     finally:
         if cluster is not None:
@@ -228,6 +236,7 @@ def main(argv=None) -> int:
     r.add_argument("--image", default="bench0")
     r.add_argument("--size", type=int, default=1024, help="MiB (with --cluster)")
     r.add_argument("--seconds", type=float, default=10)
+    r.add_argument("--warmup", type=float, default=8, help="seconds of fio before each workload")
     r.add_argument("--qd", type=int, default=32)
     r.add_argument("--no-pin", dest="pin", action="store_false",
                    help="do not give the cluster and the client separate CPUs")
