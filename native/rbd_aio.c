@@ -104,19 +104,29 @@ static void rq_push(struct rq *q, uint64_t tag, int64_t ret, uint64_t extra)
     }
 }
 
-int rq_drain(struct rq *q, uint64_t *tags, int64_t *rets, uint64_t *extra, int max)
+static int drain(struct rq *q, struct tr_ring *r, uint64_t *tags, int64_t *rets, uint64_t *extra, int max)
 {
     uint64_t v;
     int n = 0;
-    ssize_t r = read(q->efd, &v, sizeof(v));   /* clear the event first */
-    (void)r;
+    ssize_t rd = read(q->efd, &v, sizeof(v));   /* clear the event first */
+    (void)rd;
     pthread_mutex_lock(&q->lock);
     while (q->n && n < max) {
-        tags[n] = q->tags[q->rd];
-        rets[n] = q->rets[q->rd];
-        extra[n] = q->extra[q->rd];
+        uint64_t tag = q->tags[q->rd];
+        int64_t ret = q->rets[q->rd];
+        uint64_t ext = q->extra[q->rd];
         q->rd = (q->rd + 1) % q->cap;
         q->n--;
+        if (r && (tag >> 63) && ret >= 0) {
+            struct tr_cmd *c = &r->cmds[tag & 0xFFFF];
+            if (c->outstanding && c->gen == (uint32_t)(tag >> 16)) {
+                tr_complete(r, (uint16_t)(tag & 0xFFFF), 0, NULL, 0, 0, 0);
+                continue;
+            }
+        }
+        tags[n] = tag;
+        rets[n] = ret;
+        extra[n] = ext;
         n++;
     }
     /* more left than the caller took: keep the fd readable */
@@ -127,6 +137,16 @@ int rq_drain(struct rq *q, uint64_t *tags, int64_t *rets, uint64_t *extra, int m
     }
     pthread_mutex_unlock(&q->lock);
     return n;
+}
+
+int rq_drain(struct rq *q, uint64_t *tags, int64_t *rets, uint64_t *extra, int max)
+{
+    return drain(q, NULL, tags, rets, extra, max);
+}
+
+int rq_drain_ring(struct rq *q, struct tr_ring *r, uint64_t *tags, int64_t *rets, uint64_t *extra, int max)
+{
+    return drain(q, r, tags, rets, extra, max);
 }
 
 /*

@@ -23,6 +23,11 @@ uint32_t rq_pending(struct rq *q);
  * compare-and-write mismatches (-EILSEQ) the offset of the first differing
  * byte relative to the start of the operation. */
 int  rq_drain(struct rq *q, uint64_t *tags, int64_t *rets, uint64_t *extra, int max);
+/* The same, but a successful completion whose tag has bit 63 set (a plain
+ * READ/WRITE/FLUSH, tag = 1<<63 | gen<<16 | cmd_id) goes straight onto the
+ * ring as GOOD when that cmd_id is still outstanding with that generation;
+ * only the rest is returned.  Saves a Python call per completion. */
+int  rq_drain_ring(struct rq *q, struct tr_ring *r, uint64_t *tags, int64_t *rets, uint64_t *extra, int max);
 
 /* opts: NULL-terminated list of key, value, key, value ... set on the rados
  * configuration before connecting (after conf and keyring are read).

@@ -25,6 +25,7 @@ struct tr_cmd {
     uint32_t bidi_cnt;      /* Data-In vectors of a bidirectional command */
     uint32_t bad;           /* nonzero: the entry was malformed (see TR_BAD_*) */
     uint64_t data_len;      /* sum of the iov_cnt vectors */
+    uint32_t gen;           /* the handler's generation for this use of the id */
     uint8_t  cdb[32];       /* copied out of the ring when the entry is taken */
     uint8_t  cdb_len;
     uint8_t  outstanding;

@@ -34,6 +34,7 @@ log = logging.getLogger("tcmu_rbd.handler")
 READ, WRITE, DONE, FLUSH = scsi.READ, scsi.WRITE, scsi.DONE, scsi.FLUSH
 GOOD, CHECK_CONDITION = scsi.GOOD, scsi.CHECK_CONDITION
 NO_IDS = 65536
+FAST_TAG = 1 << 63  # see rq_drain_ring() in native/rbd_aio.h
 SCRATCH = 1 << 20   # per-step buffer for verify/copy (bounded: never the whole op)
 
 # Malformed ring entries cannot come from a healthy kernel; answer them
@@ -49,12 +50,11 @@ class Handler:
         etc. (configfs wwn/vpd_unit_serial is written after the device is
         enabled)."""
         self.ring = ring
-        self.backend = backend
         self.lun = lun
         self.name = name
         self._identity = identity
-        backend.on_complete = self._on_complete
         self._cmds = ring.cmds
+        self.set_backend(backend)
         self._gen = [0] * NO_IDS
         self._kind = [0] * NO_IDS
         self._steps = {}          # cmd_id -> generator of a multi-step op
@@ -65,6 +65,15 @@ class Handler:
         self._scratch = ffi.new("uint8_t[]", SCRATCH)
         self.stopping = False
         self.stats = {"commands": 0, "errors": 0, "aborts": 0, "stale": 0}
+
+    def set_backend(self, backend) -> None:
+        """Serve from this backend from now on (start, or reopen on a new
+        config once the old one is drained)."""
+        self.backend = backend
+        backend.on_complete = self._on_complete
+        # A backend that can put plain successful completions straight onto
+        # the ring (rbd, in C) gets those ops tagged with FAST_TAG.
+        self._fast = FAST_TAG if backend.attach_ring(self.ring) else 0
 
     # ------------------------------------------------------------ the loop
     def process(self) -> int:
@@ -144,17 +153,19 @@ class Handler:
         op = scsi.parse(cdb, self.lun, c.data_len, self._data_out)
         self._cur = None
         kind = op[0]
-        gen = self._gen[cid] = (self._gen[cid] + 1) & 0xFFFFFFFF
+        gen = self._gen[cid] = c.gen = (self._gen[cid] + 1) & 0xFFFFFFFF
         tag = (gen << 16) | cid
         self._kind[cid] = kind
+        if self._aborted:
+            self._aborted.discard(cid)
         if kind == READ:
-            self.backend.read(tag, c.iov, c.iov_cnt, op[1], op[2])
+            self.backend.read(tag | self._fast, c.iov, c.iov_cnt, op[1], op[2])
         elif kind == WRITE:
-            self.backend.write(tag, c.iov, c.iov_cnt, op[1], op[2], op[3])
+            self.backend.write(tag | self._fast, c.iov, c.iov_cnt, op[1], op[2], op[3])
         elif kind == DONE:
             self._answer(cid, c, op[1], op[2], op[3])
         elif kind == FLUSH:
-            self.backend.flush(tag)
+            self.backend.flush(tag | self._fast)
         else:
             self._start_other(cid, c, tag, kind, op)
 
@@ -189,7 +200,7 @@ class Handler:
 
     def _on_complete(self, tag: int, ret: int, extra: int) -> None:
         cid = tag & 0xFFFF
-        if self._gen[cid] != tag >> 16 or not self._cmds[cid].outstanding:
+        if self._gen[cid] != (tag >> 16) & 0xFFFFFFFF or not self._cmds[cid].outstanding:
             self.stats["stale"] += 1
             return
         step = self._steps.get(cid)

@@ -273,8 +273,7 @@ class Worker:
             raise ValueError("image %s is smaller than the LUN" % backend.name)
         h.drain()
         old = h.backend
-        backend.on_complete = h._on_complete
-        h.backend = backend
+        h.set_backend(backend)
         h.lun.read_only = backend.read_only
         old.close()
         self.dev.dev_config = new_config

@@ -238,3 +238,19 @@ def test_osd_outage_gives_busy_never_medium_error(ceph_persistent):
         assert len(acked) > ids_before
         for lba, data in acked.items():
             assert rig.read(lba, 8).data == data, "an acknowledged write was lost"
+
+
+def test_plain_successes_complete_in_c_without_a_python_call(rig):
+    calls = []
+    inner = rig.backend.on_complete
+    rig.backend.on_complete = lambda *a: (calls.append(a), inner(*a))
+    data = os.urandom(64 * BS)
+    assert rig.write(0, data).status == scsi.GOOD
+    before = rig.ring.stats["completions"]
+    for i in range(32):
+        assert rig.read(i * 2, 2).data == data[i * 2 * BS:(i * 2 + 2) * BS]
+    assert rig.ring.stats["completions"] - before == 32
+    assert calls == []                       # READ/WRITE never went through Python
+    caw = bytes([0x89, 0]) + struct.pack(">Q", 0) + bytes(3) + bytes([1, 0, 0])
+    res = rig.run(caw, data_out=bytes(BS) + bytes(BS))   # miscompare: Python maps it
+    assert res.status == scsi.CHECK_CONDITION and len(calls) == 1

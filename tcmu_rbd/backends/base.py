@@ -37,6 +37,12 @@ class Backend(abc.ABC):
         """Deliver pending completions; returns how many."""
         return 0
 
+    def attach_ring(self, ring) -> bool:
+        """Offer the ring for completing plain successful READ/WRITE/FLUSH
+        without a Python call (ops tagged with handler.FAST_TAG).  Returns
+        True if this backend does that in poll()."""
+        return False
+
     @abc.abstractmethod
     def read(self, tag, iov, cnt, offset, length): ...
 
