@@ -286,12 +286,6 @@ int rbd_dev_stat(struct rbd_dev *d, uint64_t *size, uint64_t *obj_size, uint64_t
     return rbd_get_features(d->image, features);
 }
 
-int rbd_dev_instance_id(struct rbd_dev *d, uint64_t *out)
-{
-    *out = rados_get_instance_id(d->cluster);
-    return 0;
-}
-
 int rbd_dev_readv(struct rbd_dev *d, struct rq *q, uint64_t tag,
                   const struct iovec *iov, uint32_t cnt, uint64_t off)
 {

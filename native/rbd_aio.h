@@ -38,7 +38,6 @@ struct rbd_dev *rbd_dev_open(const char *conf, const char *client_id,
                              const char **opts, char *err, uint32_t errlen);
 void rbd_dev_close(struct rbd_dev *d);
 int  rbd_dev_stat(struct rbd_dev *d, uint64_t *size, uint64_t *obj_size, uint64_t *features);
-int  rbd_dev_instance_id(struct rbd_dev *d, uint64_t *out);
 
 int rbd_dev_readv(struct rbd_dev *d, struct rq *q, uint64_t tag,
                   const struct iovec *iov, uint32_t cnt, uint64_t off);

@@ -126,9 +126,6 @@ class Ring:
     def tmr_ids(self, ev) -> list[int]:
         return [self._r.tmr_ids[ev.tmr_first + i] for i in range(ev.tmr_count)]
 
-    def is_outstanding(self, cmd_id: int) -> bool:
-        return bool(self.cmds[cmd_id].outstanding)
-
     @property
     def outstanding(self) -> int:
         return self._r.outstanding
@@ -172,13 +169,6 @@ class UioRing(Ring):
             lib.tr_munmap(base, size)
             os.close(fd)
             raise
-
-    def clear_event(self) -> None:
-        """Acknowledge the uio interrupt (a 4-byte read) before taking."""
-        try:
-            os.read(self.fd, 4)
-        except BlockingIOError:
-            pass
 
     def close(self) -> None:
         base, size, fd = getattr(self, "base", None), getattr(self, "size", 0), getattr(self, "fd", -1)

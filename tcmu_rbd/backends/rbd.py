@@ -162,9 +162,6 @@ class RbdBackend(Backend):
         self.features = feat[0]
         return self.size
 
-    def in_flight(self) -> int:
-        return lib.rq_pending(self._q)
-
     def close(self):
         if getattr(self, "_d", None) is not None:
             lib.rbd_dev_close(self._d)     # waits for librbd's in-flight I/O

@@ -152,10 +152,6 @@ class Emulator:
         c = self._e.cmds[cmd_id]
         return bool(c.done) and not c.inflight
 
-    def reap_count(self) -> int:
-        """Free the blocks of reaped commands without building results (benchmarks)."""
-        return lib.emu_take_done(self._e, self._ids, 65536)
-
     def reset_ring(self) -> None:
         """action/reset_ring: fail everything in flight with BUSY, zero head/tail."""
         lib.emu_reset_ring(self._e)
