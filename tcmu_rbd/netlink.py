@@ -186,6 +186,33 @@ def attr_nested(atype: int, children: bytes) -> bytes:
     return encode_attr(atype | NLA_F_NESTED, children)
 
 
+def _walk_frames(buf: bytes, hdr: struct.Struct, header: str, frame: str, type_mask: int = 0):
+    """Yield ``(header fields, payload)`` for each frame of a run of TLVs.
+
+    nlmsghdr and nlattr share this framing: the header's first field is the
+    frame length (header included, padding excluded) and frames start on
+    4-byte boundaries.  *header*/*frame* name them in errors; *type_mask*
+    (nlattr) adds the masked type (field 1) to the overrun error.
+    """
+    off, end, size = 0, len(buf), hdr.size
+    while off < end:
+        if end - off < size:
+            raise NetlinkDecodeError(
+                f"truncated {header} header at offset {off} ({end - off} bytes left)"
+            )
+        fields = hdr.unpack_from(buf, off)
+        length = fields[0]
+        if length < size:
+            raise NetlinkDecodeError(f"{frame} at offset {off} has bad length {length}")
+        if off + length > end:
+            typed = f" type {fields[1] & type_mask}" if type_mask else ""
+            raise NetlinkDecodeError(
+                f"{frame}{typed} at offset {off} claims {length} bytes, only {end - off} present"
+            )
+        yield fields, buf[off + size : off + length]
+        off += align(length)
+
+
 def decode_attrs(buf: bytes | memoryview) -> list[tuple[int, bytes]]:
     """Split a run of nlattrs into ``[(type, payload), ...]``.
 
@@ -193,25 +220,8 @@ def decode_attrs(buf: bytes | memoryview) -> list[tuple[int, bytes]]:
     may omit its trailing padding (the kernel never does that, but the
     alignment rule only requires it *between* attributes).
     """
-    buf = bytes(buf)
-    out: list[tuple[int, bytes]] = []
-    off = 0
-    while off < len(buf):
-        if len(buf) - off < NLA_HDR.size:
-            raise NetlinkDecodeError(
-                f"truncated attribute header at offset {off} ({len(buf) - off} bytes left)"
-            )
-        length, atype = NLA_HDR.unpack_from(buf, off)
-        if length < NLA_HDR.size:
-            raise NetlinkDecodeError(f"attribute at offset {off} has bad length {length}")
-        if off + length > len(buf):
-            raise NetlinkDecodeError(
-                f"attribute type {atype & NLA_TYPE_MASK} at offset {off} claims {length} "
-                f"bytes, only {len(buf) - off} present"
-            )
-        out.append((atype & NLA_TYPE_MASK, buf[off + NLA_HDR.size : off + length]))
-        off += align(length)
-    return out
+    frames = _walk_frames(bytes(buf), NLA_HDR, "attribute", "attribute", NLA_TYPE_MASK)
+    return [(atype & NLA_TYPE_MASK, payload) for (_len, atype), payload in frames]
 
 
 def attrs_dict(buf: bytes | memoryview) -> dict[int, bytes]:
@@ -303,25 +313,11 @@ def encode_nlmsg(mtype: int, flags: int, seq: int, pid: int, payload: bytes) -> 
 
 def decode_nlmsgs(buf: bytes | memoryview) -> list[NlMsg]:
     """Split one datagram into its netlink messages."""
-    buf = bytes(buf)
-    out: list[NlMsg] = []
-    off = 0
-    while off < len(buf):
-        if len(buf) - off < NLMSG_HDR.size:
-            raise NetlinkDecodeError(
-                f"truncated netlink header at offset {off} ({len(buf) - off} bytes left)"
-            )
-        length, mtype, flags, seq, pid = NLMSG_HDR.unpack_from(buf, off)
-        if length < NLMSG_HDR.size:
-            raise NetlinkDecodeError(f"netlink message at offset {off} has bad length {length}")
-        if off + length > len(buf):
-            raise NetlinkDecodeError(
-                f"netlink message at offset {off} claims {length} bytes, "
-                f"only {len(buf) - off} present"
-            )
-        out.append(NlMsg(mtype, flags, seq, pid, buf[off + NLMSG_HDR.size : off + length]))
-        off += align(length)
-    return out
+    frames = _walk_frames(bytes(buf), NLMSG_HDR, "netlink", "netlink message")
+    return [
+        NlMsg(mtype, flags, seq, pid, payload)
+        for (_len, mtype, flags, seq, pid), payload in frames
+    ]
 
 
 def decode_error(msg: NlMsg) -> NlError:

@@ -116,6 +116,15 @@ def _bool(value: str, where: str) -> bool:
     raise SettingsError(f"{where}: {value!r} is not a boolean (yes/no)")
 
 
+def _check_keys(source: str, section: str, data, known: set[str]) -> None:
+    """Reject keys not in *known*: a typo must not silently mean "default"."""
+    for key in data:
+        if key not in known:
+            raise SettingsError(
+                f"{source}: [{section}] unknown key {key!r} (known: {', '.join(sorted(known))})"
+            )
+
+
 def resolve_path(cli_path: str | None = None, environ=None) -> tuple[str, bool]:
     """(path, explicit): which file to read and whether it was asked for."""
     environ = os.environ if environ is None else environ
@@ -138,11 +147,7 @@ def loads(text: str, source: str = "<string>") -> Settings:
             raise SettingsError(f"{source}: unknown section [{section}] (known: [daemon], [rbd])")
     if cp.has_section("daemon"):
         sec = cp["daemon"]
-        for key in sec:
-            if key not in _DAEMON_KEYS:
-                raise SettingsError(
-                    f"{source}: [daemon] unknown key {key!r} (known: {', '.join(sorted(_DAEMON_KEYS))})"
-                )
+        _check_keys(source, "daemon", sec, _DAEMON_KEYS)
         w = lambda k: f"{source}: [daemon] {k}"  # noqa: E731
         if "log_level" in sec:
             s.log_level = parse_log_level(sec["log_level"], w("log_level"))
@@ -166,11 +171,7 @@ def loads(text: str, source: str = "<string>") -> Settings:
                 raise SettingsError(f"{w('worker_command')}: {e}") from None
     if cp.has_section("rbd"):
         sec = cp["rbd"]
-        for key in sec:
-            if key not in _RBD_KEYS:
-                raise SettingsError(
-                    f"{source}: [rbd] unknown key {key!r} (known: {', '.join(sorted(_RBD_KEYS))})"
-                )
+        _check_keys(source, "rbd", sec, _RBD_KEYS)
         if "osd_op_timeout" in sec:
             s.osd_op_timeout = int(
                 _positive(sec["osd_op_timeout"], f"{source}: [rbd] osd_op_timeout", integer=True,

@@ -99,6 +99,9 @@ def test_last_attribute_without_padding_is_accepted():
         (struct.pack("=HH", 2, 1), "bad length"),
         (struct.pack("=HH", 12, 1) + b"\0\0\0\0", "claims 12 bytes"),
         (nl.attr_u32(1, 1) + b"\x01", "truncated attribute header"),
+        # the overrun error names the (flag-masked) type of the attribute
+        (nl.attr_u8(1, 0) + struct.pack("=HH", 12, 3 | nl.NLA_F_NESTED),
+         "attribute type 3 at offset 8 claims 12 bytes, only 4 present"),
     ],
 )
 def test_malformed_attrs_raise_clear_error(buf, msg):
@@ -137,6 +140,10 @@ def test_nlmsg_roundtrip_multiple_in_one_datagram():
         (b"\0" * 10, "truncated netlink header"),
         (struct.pack("=IHHII", 8, 20, 0, 0, 0), "bad length"),
         (struct.pack("=IHHII", 40, 20, 0, 0, 0), "claims 40 bytes"),
+        # a valid message then a stray byte: the walk must not stop after one frame
+        (nl.encode_nlmsg(20, 0, 0, 0, b"abc") + b"\x01", "truncated netlink header at offset 20"),
+        (nl.encode_nlmsg(20, 0, 0, 0, b"") + struct.pack("=IHHII", 4, 20, 0, 0, 0),
+         "at offset 16 has bad length 4"),
     ],
 )
 def test_malformed_nlmsg(buf, msg):

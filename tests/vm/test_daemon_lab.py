@@ -9,9 +9,13 @@ output, then the daemon's log, the kernel log and the Ceph logs of the guest.
 
 from pathlib import Path
 
-import pytest
+from _guest_checks import (  # noqa: F401 (collected here, in this order)
+    test_check,
+    test_guest_script_completed,
+    test_every_guest_check_is_asserted,
+)
 
-from tcmu_rbd.testing.vm import _tail, run_guest_checks
+from tcmu_rbd.testing.vm import _tail
 
 GUEST = Path(__file__).parent / "guest" / "daemon.sh"
 
@@ -51,15 +55,10 @@ CHECKS = [
 VM_TIMEOUT = 15 * 60
 
 
-@pytest.fixture(scope="module")
-def lab(vm_results_dir):
-    return run_guest_checks(GUEST, vm_results_dir, timeout=VM_TIMEOUT)
-
-
-def _guest_logs(lab) -> str:
-    """The logs that explain a failure: the daemon (supervisor + relayed worker
-    lines), the kernel, the Ceph daemons."""
-    logs = lab.vm.logs_dir
+def guest_logs(run) -> str:
+    """Appended to a failed check (_guest_checks.test_check): the daemon
+    (supervisor + relayed worker lines), the kernel, the Ceph daemons."""
+    logs = run.vm.logs_dir
     files = [logs / "tcmu-rbd.log", logs / "dmesg.log"]
     files += sorted((logs / "ceph").glob("*.log")) if (logs / "ceph").is_dir() else []
     files += [logs / "osd-restarted.log"]
@@ -68,23 +67,6 @@ def _guest_logs(lab) -> str:
         if f.is_file() and f.stat().st_size:
             parts.append(f"===== {f} (last 40 lines) =====\n{_tail(f, 40)}")
     return "\n".join(parts)
-
-
-@pytest.mark.parametrize("name", CHECKS)
-def test_check(lab, name):
-    try:
-        lab.assert_ok(name)
-    except AssertionError as e:
-        raise AssertionError(f"{e}\n\n{_guest_logs(lab)}") from None
-
-
-def test_guest_script_completed(lab):
-    assert lab.vm.returncode == 0 and not lab.vm.timed_out, lab.vm.log_tails()
-
-
-def test_every_guest_check_is_asserted(lab):
-    recorded = {r["name"] for r in lab.records if r["kind"] in ("step", "check")}
-    assert recorded <= set(CHECKS), f"checks not asserted by this module: {recorded - set(CHECKS)}"
 
 
 def test_guest_script_and_checks_agree():

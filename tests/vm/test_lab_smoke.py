@@ -7,9 +7,11 @@ used by the tests: it stays only as the benchmark peer.)
 
 from pathlib import Path
 
-import pytest
-
-from tcmu_rbd.testing.vm import run_guest_checks
+from _guest_checks import (  # noqa: F401 (collected here, in this order)
+    test_check,
+    test_guest_script_completed,
+    test_every_guest_check_is_asserted,
+)
 
 GUEST = Path(__file__).parent / "guest" / "smoke.sh"
 
@@ -28,26 +30,9 @@ CHECKS = [
     "teardown", "no_sessions", "lio_empty", "daemons_stopped",
 ]
 
-
-@pytest.fixture(scope="module")
-def smoke(vm_results_dir):
-    return run_guest_checks(GUEST, vm_results_dir, timeout=12 * 60)
+VM_TIMEOUT = 12 * 60
 
 
-@pytest.mark.parametrize("name", CHECKS)
-def test_check(smoke, name):
-    smoke.assert_ok(name)
-
-
-def test_guest_script_completed(smoke):
-    assert smoke.vm.returncode == 0 and not smoke.vm.timed_out, smoke.vm.log_tails()
-
-
-def test_every_guest_check_is_asserted(smoke):
-    recorded = {r["name"] for r in smoke.records if r["kind"] in ("step", "check")}
-    assert recorded <= set(CHECKS), f"checks not asserted by this module: {recorded - set(CHECKS)}"
-
-
-def test_boot_is_fast_enough(smoke):
+def test_boot_is_fast_enough(guest_run):
     # ~20 s under TCG on 2 shared cores; far more means the VM set-up is wrong
-    assert smoke.vm.boot_seconds is not None and smoke.vm.boot_seconds < 120
+    assert guest_run.vm.boot_seconds is not None and guest_run.vm.boot_seconds < 120

@@ -14,8 +14,11 @@ import os
 from pathlib import Path
 
 import pytest
-
-from tcmu_rbd.testing.vm import run_guest_checks
+from _guest_checks import (  # noqa: F401 (collected here, in this order)
+    test_check,
+    test_guest_script_completed,
+    test_every_guest_check_is_asserted,
+)
 
 GUEST = Path(__file__).parent / "guest" / "targetcli_ext.sh"
 
@@ -55,22 +58,5 @@ CHECKS = [
     "secrets_not_in_output_or_logs", "teardown", "lio_empty_at_end",
 ]
 
-
-@pytest.fixture(scope="module")
-def lab(vm_results_dir):
-    env = {"TCMU_DAEMON": os.environ.get("TCMU_DAEMON", "tcmu-rbd")}
-    return run_guest_checks(GUEST, vm_results_dir, timeout=20 * 60, env=env)
-
-
-@pytest.mark.parametrize("name", CHECKS)
-def test_check(lab, name):
-    lab.assert_ok(name)
-
-
-def test_guest_script_completed(lab):
-    assert lab.vm.returncode == 0 and not lab.vm.timed_out, lab.vm.log_tails()
-
-
-def test_every_guest_check_is_asserted(lab):
-    recorded = {r["name"] for r in lab.records if r["kind"] in ("step", "check")}
-    assert recorded <= set(CHECKS), f"checks not asserted by this module: {recorded - set(CHECKS)}"
+VM_TIMEOUT = 20 * 60
+GUEST_ENV = {"TCMU_DAEMON": os.environ.get("TCMU_DAEMON", "tcmu-rbd")}

@@ -1,0 +1,157 @@
+"""Rows -> ratios, one printed table, JSON and a PNG chart.
+
+A row is a dict with "section" (native, vm, native scaling, vm scaling, memory,
+settings), "path" (what served the I/O), "workload" and figures.  The baseline of
+a workload is direct librbd: the mean of the "fio rbd (before)" and "(after)" rows
+of the same section (the OSD's speed drifts over a run).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+LIBRBD = "fio rbd"
+RUNNER = "tcmu-runner"
+
+
+def _is_baseline(row: dict) -> bool:
+    return row["path"].startswith(LIBRBD)
+
+
+def annotate(rows: list[dict]) -> list[dict]:
+    """Add x_librbd, x_runner (same section and workload) and x_1lun (scaling) ratios."""
+    by = {}
+    for r in rows:
+        by.setdefault((r["section"], r.get("workload")), []).append(r)
+    for (section, _), group in by.items():
+        if section in ("native", "vm"):
+            base = [r["iops"] for r in group if _is_baseline(r)]
+            runner = [r["iops"] for r in group if r["path"] == RUNNER]
+            for r in group:
+                if base and not _is_baseline(r):
+                    r["x_librbd"] = r["iops"] / statistics.fmean(base)
+                if runner and r["path"] != RUNNER and not _is_baseline(r):
+                    r["x_runner"] = r["iops"] / runner[0]
+        elif section.endswith("scaling"):
+            one = {r["path"]: r["iops"] for r in group if r["luns"] == 1}
+            for r in group:
+                if r["path"] in one:
+                    r["x_1lun"] = r["iops"] / one[r["path"]]
+    mem = {}
+    for r in rows:
+        if r["section"] == "memory":
+            mem.setdefault(r["path"], {})[r["luns"]] = r
+    for path, by_luns in mem.items():
+        for n, r in by_luns.items():
+            r["pss_mb_per_lun"] = r["pss_kb"] / 1024 / n
+            if n > 1 and 1 in by_luns:
+                # what one more LUN costs: shared libraries and the daemon are paid once
+                r["added_mb_per_lun"] = (r["pss_kb"] - by_luns[1]["pss_kb"]) / 1024 / (n - 1)
+    return rows
+
+
+# key, heading, width, format (text columns left-aligned)
+_COLS = [("workload", "workload", 33, "%s"), ("path", "path", 17, "%s"),
+         ("iops", "IOPS", 9, "%.0f"), ("mbps", "MB/s", 8, "%.1f"),
+         ("lat_mean_us", "mean us", 8, "%.0f"), ("lat_p99_us", "p99 us", 8, "%.0f"),
+         ("cpu_us_per_cmd", "CPU us", 8, "%.1f"), ("x_librbd", "xlibrbd", 7, "%.2f"),
+         ("x_runner", "xrunner", 7, "%.2f"), ("x_1lun", "x1LUN", 6, "%.2f")]
+_TITLES = {"engine": "engine ceiling: emulated ring -> engine -> memory backend, one core",
+           "native": "native (no kernel): emulated ring -> engine",
+           "native scaling": "native scaling: LUNs at once, one process each",
+           "vm": "full stack in the VM: fio libaio direct on the disk",
+           "vm scaling": "VM scaling: LUNs at once, one iSCSI session each"}
+
+
+def _cell(text: str, width: int, left: bool) -> str:
+    return text.ljust(width) if left else text.rjust(width)
+
+
+def table(rows: list[dict]) -> str:
+    out = []
+    for s, title in _TITLES.items():
+        if not any(r["section"] == s for r in rows):
+            continue
+        out.append("== " + title)
+        out.append("  ".join(_cell(h, w, i < 2) for i, (_, h, w, _f) in enumerate(_COLS)).rstrip())
+        for r in rows:
+            if r["section"] != s:
+                continue
+            cells = []
+            for i, (key, _, width, fmt) in enumerate(_COLS):
+                v = r.get(key)
+                if key == "workload" and "luns" in r:
+                    v = "%d LUN%s: %s" % (r["luns"], "s" if r["luns"] > 1 else "", v.replace(" per LUN", " each"))
+                cells.append(_cell("" if v is None else fmt % v, width, i < 2))
+            out.append("  ".join(cells).rstrip())
+    mem = [r for r in rows if r["section"] == "memory"]
+    if mem:
+        out.append("== memory of the server processes (PSS: shared pages split among the "
+                   "processes that map them; ring: the kernel's TCMU data area they map)")
+        out.append("%-22s  %4s  %5s  %8s  %8s  %9s  %9s  %8s" % (
+            "path", "LUNs", "procs", "RSS MB", "PSS MB", "PSS/LUN", "added/LUN", "ring MB"))
+        for r in mem:
+            added = r.get("added_mb_per_lun")
+            out.append("%-22s  %4d  %5d  %8.1f  %8.1f  %9.1f  %9s  %8.1f" % (
+                r["path"], r["luns"], r["processes"], r["rss_kb"] / 1024, r["pss_kb"] / 1024,
+                r["pss_mb_per_lun"], "%.1f" % added if added is not None else "",
+                r.get("ring_kb", 0) / 1024))
+    for r in rows:
+        if r["section"] == "settings":
+            out.append("settings %-12s %s" % (r["path"] + ":", " ".join(
+                "%s=%s" % (k, v) for k, v in r.items() if k not in ("section", "path"))))
+    return "\n".join(out)
+
+
+def write_json(rows: list[dict], path: str, meta: dict) -> None:
+    with open(path, "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+
+
+def chart(rows: list[dict], path: str) -> None:
+    """One PNG: ratios to direct librbd per workload (VM, native), and scaling."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    for section in ("vm", "native"):
+        ratio_rows = [r for r in rows if r["section"] == section and "x_librbd" in r]
+        if ratio_rows:
+            panels.append(("ratio", section, ratio_rows))
+    scaling = [r for r in rows if r["section"].endswith("scaling") and "x_1lun" in r]
+    if scaling:
+        panels.append(("scaling", None, scaling))
+    if not panels:
+        raise ValueError("nothing to chart: no ratios in the rows")
+    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 4.2 * len(panels)), squeeze=False)
+    for ax, (kind, section, rs) in zip(axes[:, 0], panels):
+        if kind == "ratio":
+            workloads = list(dict.fromkeys(r["workload"] for r in rs))
+            paths = list(dict.fromkeys(r["path"] for r in rs))
+            width = 0.8 / len(paths)
+            for i, p in enumerate(paths):
+                ys = [next((r["x_librbd"] for r in rs if r["path"] == p and r["workload"] == w), 0)
+                      for w in workloads]
+                ax.bar([x + i * width for x in range(len(workloads))], ys, width, label=p)
+            ax.set_xticks([x + width * (len(paths) - 1) / 2 for x in range(len(workloads))])
+            ax.set_xticklabels(workloads, rotation=20, ha="right", fontsize=8)
+            ax.axhline(1.0, color="black", linewidth=0.8)
+            ax.axhline(0.9, color="grey", linewidth=0.8, linestyle="--")
+            ax.set_ylabel("IOPS / direct librbd (fio rbd)")
+            ax.set_title({"vm": "Full stack in the VM (iSCSI, LIO, TCMU)",
+                          "native": "Native: emulated ring -> engine -> librbd"}[section])
+        else:
+            for key in dict.fromkeys((r["section"], r["path"]) for r in rs):
+                pts = sorted((r["luns"], r["x_1lun"]) for r in rs if (r["section"], r["path"]) == key)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
+                        label="%s: %s" % key)
+            ax.set_xlabel("LUNs at once")
+            ax.set_ylabel("total IOPS / one LUN")
+            ax.set_title("Scaling (%s per LUN)" % rs[0]["workload"].replace(" per LUN", ""))
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

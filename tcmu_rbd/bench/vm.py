@@ -1,0 +1,32 @@
+"""The full-stack half of the benchmark: one VM boot (tcmu_rbd.testing.vm) runs
+vm_guest.sh, which serves one image through every path in turn and writes a row per
+result to bench.jsonl in the shared results directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tcmu_rbd.bench.workloads import SETS
+from tcmu_rbd.testing.vm import VMError, run_in_vm
+
+GUEST = Path(__file__).with_name("vm_guest.sh")
+DAEMONS = ("tcmu-rbd", "tcmu-runner")
+
+
+def bench_vm(results_dir: Path, *, set_name: str = "full", seconds: float = 10,
+             ramp: float = 2, luns: int = 4, daemons=DAEMONS) -> list[dict]:
+    jobs = len(SETS[set_name]) * (3 + len(daemons))      # fio rbd x2, rbd-nbd, daemons
+    jobs += len(daemons) * luns.bit_length()              # scaling: 1, 2, 4... LUNs
+    # TCG: ~6 s of fio and Python start per job; ~10 min of boot, Ceph and exports
+    timeout = 600 + jobs * (seconds + ramp + 6) * 2
+    env = {"BENCH_SET": set_name, "BENCH_SECONDS": seconds, "BENCH_RAMP": ramp,
+           "BENCH_LUNS": luns, "BENCH_DAEMONS": " ".join(daemons)}
+    res = run_in_vm(GUEST, results_dir, env=env, timeout=timeout, memory="8G", check=False)
+    out = Path(results_dir) / "bench.jsonl"
+    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    if res.returncode != 0:
+        raise VMError("the benchmark VM failed (exit status %d%s) after %d rows; logs in %s\n%s"
+                      % (res.returncode, ", TIMEOUT" if res.timed_out else "", len(rows),
+                         results_dir, res.log_tails(15)))
+    return rows

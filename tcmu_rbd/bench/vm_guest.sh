@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Guest side of `python -m tcmu_rbd.bench vm` (run by tcmu_rbd.testing.vm inside
+# Debian's kernel): one Ceph cluster and image, then the same fio jobs through every
+# path, one after the other, each row appended to $TCMU_RBD_RESULTS/bench.jsonl:
+#   fio rbd (before)  fio --ioengine=rbd on the image: direct librbd
+#   tcmu-rbd          iSCSI disk (LIO + TCMU) served by our daemon    } same LIO and
+#   tcmu-runner       the same disk served by Debian's tcmu-runner    } initiator settings
+#   rbd-nbd           the image through the kernel's nbd driver
+#   fio rbd (after)   direct librbd again (the OSD's speed drifts: compare to the mean)
+# For each TCMU daemon also: 1, 2, 4 LUNs at once (one iSCSI session each) and the
+# daemon's memory with 1 and with 4 LUNs.
+# Knobs (environment): BENCH_SET full|quick, BENCH_SECONDS, BENCH_RAMP, BENCH_LUNS
+# (the most LUNs at once), BENCH_DAEMONS.
+set -euo pipefail
+: "${TCMU_RBD_RESULTS:?run me through tcmu_rbd.testing.vm}"
+LAB=${LAB_SCRIPTS:?}
+REPO=${TCMU_RBD_REPO:?}
+OUTF=$TCMU_RBD_RESULTS/bench.jsonl
+SET=${BENCH_SET:-full} SECS=${BENCH_SECONDS:-10} RAMP=${BENCH_RAMP:-2}
+LUNS=${BENCH_LUNS:-4} DAEMONS=${BENCH_DAEMONS:-tcmu-rbd tcmu-runner}
+INIT=iqn.2024-01.org.tcmu-rbd.lab:bench
+TGT=iqn.2003-01.org.linux-iscsi.tcmu-rbd-lab:bench
+# equal for every path: the target's and the initiator's settings
+HW_MAX_SECTORS=2048 DATA_AREA_MB=64 CMDSN_DEPTH=128 CMDS_MAX=128 QUEUE_DEPTH=128
+CFS=/sys/kernel/config/target
+
+log() { echo "[bench] $(date +%T) $*"; }
+G() { "$PYTHON" -m tcmu_rbd.bench.guest "$@" --out "$OUTF"; }
+job_args=(--seconds "$SECS" --ramp "$RAMP")
+
+policy_args=()
+for p in "$REPO"/packaging/*.conf; do
+  [ -f "$p" ] && grep -q "<busconfig>" "$p" && policy_args+=(--policy "$p")
+done
+images=(--image rbd/bench0=1G)
+for ((i = 1; i < LUNS; i++)); do images+=(--image "rbd/scale$i=256M"); done
+
+log "ceph"
+export CEPH_CONF
+CEPH_CONF=$("$LAB/ceph.sh" up --dir "$LAB_DIR/ceph" "${images[@]}")
+log "prefill (reads of never-written objects cost nothing)"
+for ((i = 0; i < LUNS; i++)); do
+  img=bench0; [ "$i" -gt 0 ] && img=scale$i
+  fio --name=fill --ioengine=rbd --clientname=admin --pool=rbd --rbdname=$img --rw=write \
+    --bs=4M --iodepth=8 --direct=1 >/dev/null
+done
+"$LAB/dbus.sh" ${policy_args[@]+"${policy_args[@]}"} >/dev/null
+"$LAB/kernel-target.sh" >/dev/null
+
+log "fio rbd (before)"
+G jobs --path "fio rbd (before)" --set "$SET" "${job_args[@]}" rbd:rbd/bench0
+
+image_of() { if [ "$1" -eq 0 ]; then echo bench0; else echo "scale$1"; fi; }
+export_lun() {  # export_lun N: image N as backstore benchN on target $TGT-N
+  local size=1G; [ "$1" -gt 0 ] && size=256M
+  "$LAB/export.sh" add --backstore "user:rbd/bench$1" --arg "size=$size" \
+    --arg "cfgstring=rbd/$(image_of "$1")" --arg "hw_max_sectors=$HW_MAX_SECTORS" \
+    --arg "control=max_data_area_mb=$DATA_AREA_MB" --target "$TGT-$1" --acl "$INIT" \
+    --cmdsn-depth "$CMDSN_DEPTH" >/dev/null
+  "$LAB/initiator.sh" login --target "$TGT-$1" --initiator-name "$INIT" \
+    --cmds-max "$CMDS_MAX" --queue-depth "$QUEUE_DEPTH"
+}
+node_setting() { iscsiadm -m node -T "$1" -p 127.0.0.1:3260 | sed -n "s/^$2 = //p"; }
+# what was in effect, read back from configfs, iscsiadm and sysfs
+settings() {  # settings PATH DISK
+  local bs tpg dev=${2#/dev/}
+  bs=$(ls -d "$CFS"/core/user_*/bench0)
+  tpg=$CFS/iscsi/$TGT-0/tpgt_1
+  G settings --path "$1" "hw_max_sectors=$(cat "$bs/attrib/hw_max_sectors")" \
+    "max_data_area_mb=$(cat "$bs/attrib/max_data_area_mb")" \
+    "cmdsn_depth=$(cat "$tpg/acls/$INIT/cmdsn_depth")" \
+    "node.session.cmds_max=$(node_setting "$TGT-0" node.session.cmds_max)" \
+    "node.session.queue_depth=$(node_setting "$TGT-0" node.session.queue_depth)" \
+    "queue_depth=$(cat "/sys/block/$dev/device/queue_depth")" \
+    "max_sectors_kb=$(cat "/sys/block/$dev/queue/max_sectors_kb")" \
+    "nr_requests=$(cat "/sys/block/$dev/queue/nr_requests")" \
+    "scheduler=$(sed 's/.*\[\(.*\)\].*/\1/' "/sys/block/$dev/queue/scheduler")" >/dev/null
+}
+
+serve() {  # serve DAEMON: the iSCSI paths, scaling and memory for one TCMU daemon
+  local d=$1 pattern disks=() n i
+  case $d in
+    tcmu-rbd) pattern="-m tcmu_rbd" ;;            # the daemon and its per-LUN workers
+    tcmu-runner) pattern="tcmu-runner --tcmu-log-dir" ;;
+    *) echo "unknown daemon $d"; exit 2 ;;
+  esac
+  log "$d"
+  "$LAB/tcmu-daemon.sh" start --daemon "$d" >/dev/null
+  disks+=("$(export_lun 0)")
+  settings "$d" "${disks[0]}"
+  G jobs --path "$d" --set "$SET" "${job_args[@]}" --cpu-of "$pattern" "${disks[0]}"
+  G memory --path "$d" --luns 1 --pattern "$pattern" >/dev/null
+  for ((i = 1; i < LUNS; i++)); do disks+=("$(export_lun "$i")"); done
+  for ((n = 1; n <= LUNS; n *= 2)); do
+    log "$d: $n LUN(s) at once"
+    G scaling --path "$d" "${job_args[@]}" --cpu-of "$pattern" "${disks[@]:0:n}" >/dev/null
+  done
+  [ "$LUNS" -gt 1 ] && G memory --path "$d" --luns "$LUNS" --pattern "$pattern" >/dev/null
+  "$LAB/initiator.sh" logout >/dev/null
+  for ((i = 0; i < LUNS; i++)); do
+    "$LAB/export.sh" remove --backstore "user:rbd/bench$i" --target "$TGT-$i" >/dev/null
+  done
+  "$LAB/tcmu-daemon.sh" stop --daemon "$d" >/dev/null
+}
+for d in $DAEMONS; do serve "$d"; done
+
+log "rbd-nbd"
+modprobe nbd nbds_max=4
+nbd=$(rbd-nbd map rbd/bench0)
+G settings --path rbd-nbd "max_sectors_kb=$(cat "/sys/block/${nbd#/dev/}/queue/max_sectors_kb")" \
+  "nr_requests=$(cat "/sys/block/${nbd#/dev/}/queue/nr_requests")" >/dev/null
+G jobs --path rbd-nbd --set "$SET" "${job_args[@]}" --cpu-of "rbd-nbd map" "$nbd"
+G memory --path rbd-nbd --luns 1 --pattern "rbd-nbd map" >/dev/null
+rbd-nbd unmap "$nbd"
+
+log "fio rbd (after)"
+G jobs --path "fio rbd (after)" --set "$SET" "${job_args[@]}" rbd:rbd/bench0
+"$LAB/teardown.sh" >/dev/null || log "teardown reported a failure (see logs/teardown.log)"
+log "done"
