@@ -149,6 +149,80 @@ int rq_drain_ring(struct rq *q, struct tr_ring *r, uint64_t *tags, int64_t *rets
     return drain(q, r, tags, rets, extra, max);
 }
 
+static uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Start cmd_id in librbd if it is a plain, valid READ/WRITE: 0, else -1. */
+static int fast_start(struct rbd_dev *d, struct rq *q, struct tr_ring *r,
+                      struct tr_fast *f, uint16_t id)
+{
+    struct tr_cmd *c = &r->cmds[id];
+    const uint8_t *cdb = c->cdb;
+    uint64_t lba, n;
+    uint32_t gen;
+    int write, rc;
+
+    if (c->bad || cdb[1] & 0xE0)
+        return -1;
+    switch (cdb[0]) {
+    case 0x28: case 0x2A:
+        if (c->cdb_len < 10)
+            return -1;
+        lba = be32(cdb + 2);
+        n = (uint32_t)cdb[7] << 8 | cdb[8];
+        break;
+    case 0x88: case 0x8A:
+        if (c->cdb_len < 16)
+            return -1;
+        lba = (uint64_t)be32(cdb + 2) << 32 | be32(cdb + 6);
+        n = be32(cdb + 10);
+        break;
+    default:
+        return -1;
+    }
+    write = cdb[0] & 0x02;
+    if (!n || n > f->max_xfer_blocks || n * f->block_size != c->data_len
+            || lba > f->num_blocks || n > f->num_blocks - lba || (write && f->read_only))
+        return -1;
+    gen = c->gen + 1;
+    c->gen = gen;   /* before the submission: its completion is checked against it */
+    uint64_t tag = 1ULL << 63 | (uint64_t)gen << 16 | id;
+    if (write)
+        rc = rbd_dev_writev(d, q, tag, c->iov, c->iov_cnt, lba * f->block_size, (cdb[1] >> 3) & 1);
+    else
+        rc = rbd_dev_readv(d, q, tag, c->iov, c->iov_cnt, lba * f->block_size);
+    if (rc < 0) {
+        c->gen = gen - 1;   /* the handler starts it again and reports the error */
+        return -1;
+    }
+    f->kinds[id] = write ? f->kind_write : f->kind_read;
+    f->started++;
+    return 0;
+}
+
+int rq_take_fast(struct rbd_dev *d, struct rq *q, struct tr_ring *r, struct tr_fast *f,
+                 struct tr_event *ev, int max)
+{
+    int kept = 0;
+
+    while (kept < max) {
+        int base = kept, space = max - kept, n = tr_take(r, ev + base, space), i;
+        if (n < 0)
+            return kept ? kept : n;
+        for (i = 0; i < n; i++) {
+            struct tr_event *e = &ev[base + i];
+            if (f->enabled && e->kind == TR_EV_CMD && fast_start(d, q, r, f, e->cmd_id) == 0)
+                continue;
+            ev[kept++] = *e;
+        }
+        if (n < space)      /* the ring is empty (or every slot is in use) */
+            break;
+    }
+    return kept;
+}
+
 /*
  * The offset of the first differing byte, relative to the operation.  librbd
  * has reported it three ways: as an image offset (the documented meaning),

@@ -29,6 +29,28 @@ int  rq_drain(struct rq *q, uint64_t *tags, int64_t *rets, uint64_t *extra, int 
  * only the rest is returned.  Saves a Python call per completion. */
 int  rq_drain_ring(struct rq *q, struct tr_ring *r, uint64_t *tags, int64_t *rets, uint64_t *extra, int max);
 
+/* The handler's limits for the commands it lets rq_take_fast() start: the
+ * same checks as the SCSI core's READ/WRITE fast path (tcmu_rbd/scsi/cdb.py);
+ * anything else, or enabled == 0, goes to the handler. */
+struct tr_fast {
+    uint64_t num_blocks;
+    uint32_t block_size;
+    uint32_t max_xfer_blocks;
+    uint8_t  enabled;       /* 0 while a unit attention or an abort is pending */
+    uint8_t  read_only;
+    uint8_t  kind_read;     /* the handler's op kinds, written into kinds[id] */
+    uint8_t  kind_write;
+    uint8_t  *kinds;        /* 65536: the op kind per cmd_id (error sense) */
+    uint64_t started;       /* commands started here (statistics) */
+};
+/* Take new ring entries (tr_take); plain, valid READ/WRITE(10/16) go straight
+ * to librbd tagged 1<<63 | gen<<16 | cmd_id (completed by rq_drain_ring); the
+ * rest (other commands, TMRs, whatever librbd refused) are returned in ev, in
+ * ring order, for the handler.  Returns the number of events, or tr_take's
+ * -EPROTO. */
+int rq_take_fast(struct rbd_dev *d, struct rq *q, struct tr_ring *r, struct tr_fast *f,
+                 struct tr_event *ev, int max);
+
 /* opts: NULL-terminated list of key, value, key, value ... set on the rados
  * configuration before connecting (after conf and keyring are read).
  * snap may be NULL; with a snapshot the image is opened read-only. */

@@ -25,7 +25,6 @@
 #define TMR_IDS_OFF ((uint32_t)offsetof(struct tcmu_tmr_entry, cmd_ids))   /* 32 */
 
 /* Event kinds and reasons an entry is malformed (mirrored in ring.py). */
-enum { TR_EV_CMD = 1, TR_EV_TMR = 2 };
 enum { TR_BAD_ENTRY = 1, TR_BAD_CDB = 2, TR_BAD_IOV = 3 };
 
 _Static_assert(sizeof(struct tcmu_mailbox) == 128, "mailbox layout");

@@ -31,6 +31,8 @@ struct tr_cmd {
     uint8_t  outstanding;
 };
 
+enum { TR_EV_CMD = 1, TR_EV_TMR = 2 };
+
 /* One thing taken from the ring. */
 struct tr_event {
     uint8_t  kind;          /* TR_EV_CMD, TR_EV_TMR */

@@ -54,9 +54,12 @@ class Handler:
         self.name = name
         self._identity = identity
         self._cmds = ring.cmds
-        self.set_backend(backend)
-        self._gen = [0] * NO_IDS
-        self._kind = [0] * NO_IDS
+        # per cmd_id: the op kind (for the sense of a failed completion); the
+        # generation lives in the C record (c.gen), where rq_take_fast sees it
+        self._kind = ffi.new("uint8_t[]", NO_IDS)
+        self._limits = ffi.new("struct tr_fast *")
+        self._limits.kinds = self._kind
+        self._limits.kind_read, self._limits.kind_write = READ, WRITE
         self._steps = {}          # cmd_id -> generator of a multi-step op
         self._aborted = set()
         self._cur = None          # the command parse() may ask Data-Out from
@@ -65,6 +68,7 @@ class Handler:
         self._scratch = ffi.new("uint8_t[]", SCRATCH)
         self.stopping = False
         self.stats = {"commands": 0, "errors": 0, "aborts": 0, "stale": 0}
+        self.set_backend(backend)
 
     def set_backend(self, backend) -> None:
         """Serve from this backend from now on (start, or reopen on a new
@@ -74,15 +78,34 @@ class Handler:
         # A backend that can put plain successful completions straight onto
         # the ring (rbd, in C) gets those ops tagged with FAST_TAG.
         self._fast = FAST_TAG if backend.attach_ring(self.ring) else 0
+        # ...and one that can also start plain READ/WRITE in C takes the ring
+        self._taker = backend.fast_taker(self.ring, self._limits) if self._fast else None
+
+    def _sync_limits(self) -> None:
+        """What rq_take_fast may start: the LUN as it is now; nothing while a
+        unit attention is pending (parse reports it) or an abort is (the
+        handler must see the id's next use)."""
+        lim, lun = self._limits, self.lun
+        if self._aborted:
+            cmds = self._cmds
+            self._aborted = {cid for cid in self._aborted if cmds[cid].outstanding}
+        lim.enabled = not (lun.ua_capacity_changed or self._aborted)
+        lim.num_blocks = lun.num_blocks
+        lim.block_size = lun.block_size
+        lim.max_xfer_blocks = lun.max_xfer_blocks
+        lim.read_only = lun.read_only
 
     # ------------------------------------------------------------ the loop
     def process(self) -> int:
         """Take and start every new command, deliver backend completions,
         ring the doorbell once.  Returns the number of commands started."""
         ring = self.ring
+        taker = self._taker
         started = 0
         while not self.stopping:
-            n = ring.take()
+            if taker is not None:
+                self._sync_limits()
+            n = ring.take(taker)
             if not n:
                 break
             evs = ring.events
@@ -153,7 +176,7 @@ class Handler:
         op = scsi.parse(cdb, self.lun, c.data_len, self._data_out)
         self._cur = None
         kind = op[0]
-        gen = self._gen[cid] = c.gen = (self._gen[cid] + 1) & 0xFFFFFFFF
+        gen = c.gen = (c.gen + 1) & 0xFFFFFFFF
         tag = (gen << 16) | cid
         self._kind[cid] = kind
         if self._aborted:
@@ -200,7 +223,8 @@ class Handler:
 
     def _on_complete(self, tag: int, ret: int, extra: int) -> None:
         cid = tag & 0xFFFF
-        if self._gen[cid] != (tag >> 16) & 0xFFFFFFFF or not self._cmds[cid].outstanding:
+        c = self._cmds[cid]
+        if c.gen != (tag >> 16) & 0xFFFFFFFF or not c.outstanding:
             self.stats["stale"] += 1
             return
         step = self._steps.get(cid)
@@ -253,7 +277,7 @@ class Handler:
         sent back (ret, extra); it returns (status, sense).  A synchronous
         backend completes inside the submit call: that result is parked and
         the loop goes on, so long ops never recurse."""
-        tag = (self._gen[cid] << 16) | cid
+        tag = (self._cmds[cid].gen << 16) | cid
         self._running = cid
         try:
             while True:

@@ -18,8 +18,8 @@ import os
 
 from tcmu_rbd._native import ffi, lib
 
-EV_CMD = 1
-EV_TMR = 2
+EV_CMD = lib.TR_EV_CMD
+EV_TMR = lib.TR_EV_TMR
 
 BAD_ENTRY = 1   # entry too short for its iovec count
 BAD_CDB = 2     # CDB outside the entry, or of unknown length
@@ -86,9 +86,11 @@ class Ring:
         return bool(self.flags & CAP_OOOC)
 
     # -- the hot path -----------------------------------------------------
-    def take(self) -> int:
-        """Take up to BATCH new entries; returns how many events arrived."""
-        n = lib.tr_take(self._r, self.events, BATCH)
+    def take(self, fast=None) -> int:
+        """Take up to BATCH new entries; returns how many events arrived.
+        fast(events, max): a backend's taker that starts plain READ/WRITE
+        itself and returns only the rest as events (rq_take_fast)."""
+        n = lib.tr_take(self._r, self.events, BATCH) if fast is None else fast(self.events, BATCH)
         if n < 0:
             raise RingError("command ring is corrupt (entry runs past the end of the ring)")
         return n

@@ -183,3 +183,23 @@ def test_guest_cli_rows(ceph, rbd_image, tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="no process matches"):
         guest.main(["memory", "--path", "none", "--luns", "1", "--pattern", "no-such-thing-xyz",
                     "--out", out])
+
+
+def test_busiest_threads_by_name():
+    code = ("import threading, time\n"
+            "def spin():\n    t = time.time()\n    while time.time() - t < 3: pass\n"
+            "for i in range(2):\n"
+            "    threading.Thread(target=spin).start()\n")
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        time.sleep(0.5)
+        a, s0 = procs.thread_ticks(), procs.cpu_split()
+        time.sleep(1.0)
+        b, s1 = procs.thread_ticks(), procs.cpu_split()
+    finally:
+        child.wait()
+    top = dict(procs.busiest(a, b))
+    # Python 3.11 leaves its threads' OS names alone: both spinners are python/python,
+    # summed (they share the GIL: about one CPU between them)
+    assert top.get("python/python", 0) > 0.5, top
+    assert sum(s1[k] - s0[k] for k in s0) > 0

@@ -254,7 +254,7 @@ def test_out_of_order_backend_completions_and_abort():
         assert all(res[i].status == scsi.GOOD for i in ids[3:])
         assert rig.handler.stats["aborts"] == 3
         # a stale completion (the id was completed already) is dropped
-        rig.handler._on_complete((rig.handler._gen[ids[5]] << 16) | ids[5], 0, 0)
+        rig.handler._on_complete((rig.handler._cmds[ids[5]].gen << 16) | ids[5], 0, 0)
         assert rig.handler.stats["stale"] == 1
         for i in range(3, 32):                 # what the backend holds now
             assert inner._map[i * 8 * BS:(i + 1) * 8 * BS] == bytes([i]) * 8 * BS

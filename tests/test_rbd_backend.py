@@ -254,3 +254,47 @@ def test_plain_successes_complete_in_c_without_a_python_call(rig):
     caw = bytes([0x89, 0]) + struct.pack(">Q", 0) + bytes(3) + bytes([1, 0, 0])
     res = rig.run(caw, data_out=bytes(BS) + bytes(BS))   # miscompare: Python maps it
     assert res.status == scsi.CHECK_CONDITION and len(calls) == 1
+
+
+def test_plain_read_write_start_in_c_everything_else_in_python(rig):
+    lim = rig.handler._limits
+    started = lambda: int(lim.started)  # noqa: E731
+    data = os.urandom(16 * BS)
+    n0 = started()
+    assert rig.write(0, data).status == scsi.GOOD                       # WRITE(16)
+    w10 = bytes([0x2A, 0x08]) + struct.pack(">IBHB", 16, 0, 16, 0)       # WRITE(10), FUA
+    assert rig.run(w10, data_out=data).status == scsi.GOOD
+    r10 = bytes([0x28, 0]) + struct.pack(">IBHB", 16, 0, 16, 0)
+    assert rig.run(r10, data_in=16 * BS).data == data                    # READ(10)
+    assert rig.read(0, 16).data == data                                  # READ(16)
+    assert started() - n0 == 4
+    n1 = started()
+    # outside the plain subset: decoded by the SCSI core, with its answers
+    last = rig.lun.num_blocks
+    assert sense_key(rig.read(last - 1, 2)) == (0x05, 0x21, 0x00)        # past the end
+    assert rig.run(bytes([0x28, 0]) + bytes(8), data_in=0).status == scsi.GOOD   # 0 blocks
+    assert sense_key(rig.run(bytes([0x28, 0x20]) + struct.pack(">IBHB", 0, 0, 1, 0),
+                             data_in=BS))[0] == 0x05                     # RDPROTECT
+    assert started() == n1
+    # a pending unit attention is reported first, by the SCSI core
+    rig.lun.ua_capacity_changed = True
+    assert sense_key(rig.read(0, 1)) == (0x06, 0x2A, 0x09)
+    assert started() == n1
+    assert rig.read(0, 16).data == data and started() == n1 + 1
+
+
+def test_abort_of_commands_started_in_c(rig):
+    data = os.urandom(8 * BS)
+    ids = [rig.submit(rig.write16(i * 8, 8), data_out=data) for i in range(16)]
+    rig.handler.process()
+    rig.emu.submit_tmr(1, ids[:4])        # ABORT TASK while they are in librbd
+    rig.pump()
+    res = {r.cmd_id: r for r in rig.emu.reap()}
+    assert len(res) == 16 and not rig.emu.broken
+    assert all(res[i].status == scsi.GOOD for i in ids[4:])
+    assert rig.handler.stats["aborts"] == 4
+    # once the aborted ones are gone, plain commands start in C again
+    n = int(rig.handler._limits.started)
+    assert rig.read(8, 8).data == data
+    assert int(rig.handler._limits.started) == n + 1
+    assert not rig.handler._aborted

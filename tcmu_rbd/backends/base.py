@@ -43,6 +43,13 @@ class Backend(abc.ABC):
         True if this backend does that in poll()."""
         return False
 
+    def fast_taker(self, ring, limits):
+        """None, or a callable(events, max) for Ring.take that takes new ring
+        entries and starts the plain READ/WRITE among them itself (no Python
+        call per command), within limits (a struct tr_fast the handler keeps
+        current); it returns only the other events.  Needs attach_ring."""
+        return None
+
     @abc.abstractmethod
     def read(self, tag, iov, cnt, offset, length): ...
 

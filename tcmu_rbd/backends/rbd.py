@@ -84,6 +84,10 @@ class RbdBackend(Backend):
         self._ring = ring._r
         return True
 
+    def fast_taker(self, ring, limits):
+        d, q, r, take = self._d, self._q, ring._r, lib.rq_take_fast
+        return lambda events, n: take(d, q, r, limits, events, n)
+
     def poll(self) -> int:
         total = 0
         done = self.on_complete

@@ -42,6 +42,8 @@ def main(argv=None) -> int:
     ap.add_argument("--luns", type=int, default=4, help="scaling: up to this many LUNs (1, 2, 4...)")
     ap.add_argument("--out", default=str(REPO / "results" / "bench"),
                     help="directory for bench.json, bench.png (and the VM's logs)")
+    ap.add_argument("--profile", action="store_true",
+                    help="vm: perf of the whole VM during the scaling job on each path")
     ap.add_argument("--no-pin", dest="pin", action="store_false",
                     help="rbd: do not give the cluster and the client separate CPUs")
     a = ap.parse_args(argv)
@@ -57,12 +59,14 @@ def main(argv=None) -> int:
         rows += native.bench_scaling(scaling, secs("engine"))
     if a.what in ("rbd", "all"):
         rows += native.bench_rbd(workloads, secs("rbd"), a.warmup, cluster=True, pin=a.pin)
+    profiled = ""
     if a.what in ("vm", "all"):
-        from tcmu_rbd.bench.vm import bench_vm
+        from tcmu_rbd.bench.vm import bench_vm, profiles
         rows += bench_vm(out / "vm", set_name=a.set, seconds=secs("vm"), ramp=a.ramp,
-                         luns=a.luns)
+                         luns=a.luns, profile=a.profile)
+        profiled = profiles(out / "vm")
     report.annotate(rows)
-    text = report.table(rows)
+    text = report.table(rows) + ("\n" + profiled if profiled else "")
     print(text)
     meta = {"what": a.what, "set": a.set, "seconds": {k: secs(k) for k in DEFAULT_SECONDS},
             "host": os.uname().nodename, "kernel": os.uname().release, "cpus": os.cpu_count(),

@@ -66,3 +66,47 @@ def memory_kb(pid: int) -> dict:
     except OSError:
         pass
     return out
+
+
+def thread_ticks() -> dict:
+    """{(pid, tid): (process name, thread name, utime + stime ticks)} of every thread
+    on the machine (kernel threads included)."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/comm" % d) as f:
+                pname = f.read().strip()
+            tids = os.listdir("/proc/%s/task" % d)
+        except OSError:
+            continue
+        for t in tids:
+            try:
+                with open("/proc/%s/task/%s/stat" % (d, t)) as f:
+                    head, _, rest = f.read().rpartition(")")
+            except OSError:
+                continue
+            fields = rest.split()
+            out[(int(d), int(t))] = (pname, head.partition("(")[2],
+                                     int(fields[11]) + int(fields[12]))
+    return out
+
+
+def cpu_split() -> dict:
+    """Machine-wide CPU ticks by kind, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:8]]
+    return dict(zip(("user", "nice", "system", "idle", "iowait", "irq", "softirq"), v))
+
+
+def busiest(before: dict, after: dict, top: int = 25) -> list[tuple[str, float]]:
+    """CPU seconds per 'process/thread' between two thread_ticks() readings; thread
+    names that differ only in a trailing number are summed (msgr-worker-0, -1...)."""
+    acc: dict[str, float] = {}
+    for key, (pname, tname, ticks) in after.items():
+        used = ticks - before.get(key, (0, 0, 0))[2]
+        if used > 0:
+            label = "%s/%s" % (pname, tname.rstrip("0123456789").rstrip("-_/:") or tname)
+            acc[label] = acc.get(label, 0) + used / _TICK
+    return sorted(acc.items(), key=lambda kv: -kv[1])[:top]

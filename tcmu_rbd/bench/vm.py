@@ -15,13 +15,14 @@ DAEMONS = ("tcmu-rbd", "tcmu-runner")
 
 
 def bench_vm(results_dir: Path, *, set_name: str = "full", seconds: float = 10,
-             ramp: float = 2, luns: int = 4, daemons=DAEMONS) -> list[dict]:
+             ramp: float = 2, luns: int = 4, daemons=DAEMONS, profile: bool = False) -> list[dict]:
     jobs = len(SETS[set_name]) * (3 + len(daemons))      # fio rbd x2, rbd-nbd, daemons
     jobs += len(daemons) * luns.bit_length()              # scaling: 1, 2, 4... LUNs
+    jobs += (2 + 2 * len(daemons)) * profile
     # TCG: ~6 s of fio and Python start per job; ~10 min of boot, Ceph and exports
     timeout = 600 + jobs * (seconds + ramp + 6) * 2
     env = {"BENCH_SET": set_name, "BENCH_SECONDS": seconds, "BENCH_RAMP": ramp,
-           "BENCH_LUNS": luns, "BENCH_DAEMONS": " ".join(daemons)}
+           "BENCH_LUNS": luns, "BENCH_DAEMONS": " ".join(daemons), "BENCH_PROFILE": int(profile)}
     res = run_in_vm(GUEST, results_dir, env=env, timeout=timeout, memory="8G", check=False)
     out = Path(results_dir) / "bench.jsonl"
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
@@ -30,3 +31,8 @@ def bench_vm(results_dir: Path, *, set_name: str = "full", seconds: float = 10,
                       % (res.returncode, ", TIMEOUT" if res.timed_out else "", len(rows),
                          results_dir, res.log_tails(15)))
     return rows
+
+
+def profiles(results_dir: Path) -> str:
+    """The perf summaries the guest wrote (BENCH_PROFILE=1), one after the other."""
+    return "\n".join(p.read_text() for p in sorted(Path(results_dir).glob("profile-*.txt")))

@@ -10,14 +10,15 @@
 # For each TCMU daemon also: 1, 2, 4 LUNs at once (one iSCSI session each) and the
 # daemon's memory with 1 and with 4 LUNs.
 # Knobs (environment): BENCH_SET full|quick, BENCH_SECONDS, BENCH_RAMP, BENCH_LUNS
-# (the most LUNs at once), BENCH_DAEMONS.
+# (the most LUNs at once), BENCH_DAEMONS, BENCH_PROFILE=1 (perf of the whole VM during
+# the scaling job on each path: profile-<path>.txt).
 set -euo pipefail
 : "${TCMU_RBD_RESULTS:?run me through tcmu_rbd.testing.vm}"
 LAB=${LAB_SCRIPTS:?}
 REPO=${TCMU_RBD_REPO:?}
 OUTF=$TCMU_RBD_RESULTS/bench.jsonl
 SET=${BENCH_SET:-full} SECS=${BENCH_SECONDS:-10} RAMP=${BENCH_RAMP:-2}
-LUNS=${BENCH_LUNS:-4} DAEMONS=${BENCH_DAEMONS:-tcmu-rbd tcmu-runner}
+LUNS=${BENCH_LUNS:-4} DAEMONS=${BENCH_DAEMONS:-tcmu-rbd tcmu-runner} PROFILE=${BENCH_PROFILE:-0}
 INIT=iqn.2024-01.org.tcmu-rbd.lab:bench
 TGT=iqn.2003-01.org.linux-iscsi.tcmu-rbd-lab:bench
 # equal for every path: the target's and the initiator's settings
@@ -27,6 +28,11 @@ CFS=/sys/kernel/config/target
 log() { echo "[bench] $(date +%T) $*"; }
 G() { "$PYTHON" -m tcmu_rbd.bench.guest "$@" --out "$OUTF"; }
 job_args=(--seconds "$SECS" --ramp "$RAMP")
+profile() {  # profile NAME TARGET...
+  [ "$PROFILE" = 1 ] || return 0
+  "$PYTHON" -m tcmu_rbd.bench.guest profile --path "$1" --seconds "$SECS" \
+    --out "$TCMU_RBD_RESULTS/profile-${1// /_}.txt" "${@:2}"
+}
 
 policy_args=()
 for p in "$REPO"/packaging/*.conf; do
@@ -49,6 +55,7 @@ done
 
 log "fio rbd (before)"
 G jobs --path "fio rbd (before)" --set "$SET" "${job_args[@]}" rbd:rbd/bench0
+profile "fio rbd" rbd:rbd/bench0
 
 image_of() { if [ "$1" -eq 0 ]; then echo bench0; else echo "scale$1"; fi; }
 export_lun() {  # export_lun N: image N as backstore benchN on target $TGT-N
@@ -96,6 +103,8 @@ serve() {  # serve DAEMON: the iSCSI paths, scaling and memory for one TCMU daem
     G scaling --path "$d" "${job_args[@]}" --cpu-of "$pattern" "${disks[@]:0:n}" >/dev/null
   done
   [ "$LUNS" -gt 1 ] && G memory --path "$d" --luns "$LUNS" --pattern "$pattern" >/dev/null
+  profile "$d" "${disks[0]}"
+  [ "$LUNS" -gt 1 ] && profile "$d x$LUNS" "${disks[@]}"
   "$LAB/initiator.sh" logout >/dev/null
   for ((i = 0; i < LUNS; i++)); do
     "$LAB/export.sh" remove --backstore "user:rbd/bench$i" --target "$TGT-$i" >/dev/null
@@ -111,6 +120,7 @@ G settings --path rbd-nbd "max_sectors_kb=$(cat "/sys/block/${nbd#/dev/}/queue/m
   "nr_requests=$(cat "/sys/block/${nbd#/dev/}/queue/nr_requests")" >/dev/null
 G jobs --path rbd-nbd --set "$SET" "${job_args[@]}" --cpu-of "rbd-nbd map" "$nbd"
 G memory --path rbd-nbd --luns 1 --pattern "rbd-nbd map" >/dev/null
+profile rbd-nbd "$nbd"
 rbd-nbd unmap "$nbd"
 
 log "fio rbd (after)"
