@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <rados/librados.h>
 #include <rbd/librbd.h>
@@ -221,6 +222,43 @@ int rq_take_fast(struct rbd_dev *d, struct rq *q, struct tr_ring *r, struct tr_f
             break;
     }
     return kept;
+}
+
+int rq_serve(struct rbd_dev *d, struct rq *q, struct tr_ring *r, struct tr_fast *f,
+             struct tr_event *ev, int max_ev, uint64_t *tags, int64_t *rets,
+             uint64_t *extra, int max_c, struct tr_serve *s)
+{
+    struct epoll_event pe[4];
+
+    s->events = s->completions = s->control = 0;
+    for (;;) {
+        int n = rq_take_fast(d, q, r, f, ev, max_ev), c, k, m, i;
+        if (n < 0)
+            return n;
+        c = drain(q, r, tags, rets, extra, max_c);
+        k = tr_kick(r);
+        if (k < 0)
+            return k;
+        if (n || c || s->control) {
+            s->events = n;
+            s->completions = c;
+            return 0;
+        }
+        m = epoll_wait(s->epfd, pe, 4, s->timeout_ms);
+        if (m < 0)
+            return errno == EINTR ? 0 : -errno;   /* a signal: the handler looks */
+        if (m == 0)
+            return 0;
+        for (i = 0; i < m; i++) {
+            if (pe[i].data.fd == s->uio_fd) {
+                uint32_t cnt;
+                ssize_t rd = read(s->uio_fd, &cnt, sizeof(cnt));   /* the kernel's event count */
+                (void)rd;
+            } else if (pe[i].data.fd == s->ctl_fd) {
+                s->control = 1;
+            }
+        }
+    }
 }
 
 /*

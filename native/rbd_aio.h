@@ -51,6 +51,25 @@ struct tr_fast {
 int rq_take_fast(struct rbd_dev *d, struct rq *q, struct tr_ring *r, struct tr_fast *f,
                  struct tr_event *ev, int max);
 
+/* The handler loop's steady state in C: take and start (rq_take_fast),
+ * complete (rq_drain_ring), ring the doorbell, and wait on the epoll set
+ * (the uio fd, rq_fd(q), an optional control fd) until there is something
+ * for the handler: ring events in ev, completions in tags/rets/extra, the
+ * control fd readable, a signal, or the timeout.  Returns 0, or -EPROTO (a
+ * corrupt ring), or another -errno (the doorbell or epoll failed). */
+struct tr_serve {
+    int epfd;
+    int uio_fd;
+    int ctl_fd;             /* -1: none */
+    int timeout_ms;
+    int events;             /* out */
+    int completions;        /* out */
+    int control;            /* out */
+};
+int rq_serve(struct rbd_dev *d, struct rq *q, struct tr_ring *r, struct tr_fast *f,
+             struct tr_event *ev, int max_ev, uint64_t *tags, int64_t *rets,
+             uint64_t *extra, int max_c, struct tr_serve *s);
+
 /* opts: NULL-terminated list of key, value, key, value ... set on the rados
  * configuration before connecting (after conf and keyring are read).
  * snap may be NULL; with a snapshot the image is opened read-only. */

@@ -108,24 +108,51 @@ class Handler:
             n = ring.take(taker)
             if not n:
                 break
-            evs = ring.events
-            for i in range(n):
-                ev = evs[i]
-                if ev.kind == EV_CMD:
-                    self._start(ev.cmd_id)
-                elif ev.kind == EV_TMR:
-                    self._tmr(ev)
+            self._dispatch(n)
             started += n
         if self.backend.fileno() is not None:
             self.backend.poll()
         ring.kick()
         return started
 
+    def _dispatch(self, n: int) -> None:
+        """Start the first n commands of ring.events; act on its TMRs."""
+        evs = self.ring.events
+        for i in range(n):
+            ev = evs[i]
+            if ev.kind == EV_CMD:
+                self._start(ev.cmd_id)
+            elif ev.kind == EV_TMR:
+                self._tmr(ev)
+
     def serve(self, uio_fd: int, control_fd: int | None = None, on_control=None,
               idle_timeout: float = 1.0) -> None:
         """Serve until `stopping` is set: wait on the uio fd, the backend's
         completion fd and an optional control fd.  On stop, take no new
-        commands but complete everything in flight."""
+        commands but complete everything in flight.  A backend with a pump
+        (rbd) runs the steady state in C; Python sees only the rest."""
+        while not self.stopping:
+            backend = self.backend
+            pump = backend.pump(self.ring, self._limits, uio_fd, control_fd, idle_timeout) \
+                if self._taker is not None else None
+            if pump is None:
+                self._serve_python(uio_fd, control_fd, on_control, idle_timeout)
+                break
+            try:
+                # until stopped, or on_control swapped the backend (reopen)
+                while not self.stopping and self.backend is backend:
+                    self._sync_limits()
+                    n, control = pump()
+                    if n:
+                        self._dispatch(n)
+                    if control and on_control is not None:
+                        on_control()
+                    self.ring.kick()
+            finally:
+                pump.close()
+        self.drain()
+
+    def _serve_python(self, uio_fd, control_fd, on_control, idle_timeout) -> None:
         p = select.epoll()
         p.register(uio_fd, select.EPOLLIN)
         bfd = self.backend.fileno()
@@ -144,7 +171,6 @@ class Handler:
                     elif fd == control_fd and on_control is not None:
                         on_control()
                 self.process()
-            self.drain()
         finally:
             p.close()
 

@@ -91,9 +91,16 @@ class Ring:
         fast(events, max): a backend's taker that starts plain READ/WRITE
         itself and returns only the rest as events (rq_take_fast)."""
         n = lib.tr_take(self._r, self.events, BATCH) if fast is None else fast(self.events, BATCH)
-        if n < 0:
+        return self.checked(n)
+
+    @staticmethod
+    def checked(rc: int) -> int:
+        """rc of a C call that takes from the ring: -EPROTO means corrupt."""
+        if rc == -errno.EPROTO:
             raise RingError("command ring is corrupt (entry runs past the end of the ring)")
-        return n
+        if rc < 0:
+            raise OSError(-rc, os.strerror(-rc))
+        return rc
 
     def complete(self, cmd_id: int, status: int, sense=ffi.NULL, read_len: int = -1,
                  uflags: int = 0) -> bool:

@@ -165,6 +165,9 @@ def test_guest_cli_rows(ceph, rbd_image, tmp_path, monkeypatch):
                        "--seconds", "0.5", "--ramp", "0", "--out", out,
                        "rbd:" + rbd_image.spec]) == 0
     sleeper = subprocess.Popen(["sleep", "30"])
+    deadline = time.monotonic() + 10
+    while not procs.pids_matching("sleep 30") and time.monotonic() < deadline:
+        time.sleep(0.05)          # until the child has exec'd
     try:
         assert guest.main(["memory", "--path", "sleep", "--luns", "1", "--pattern", "sleep 30",
                            "--out", out]) == 0

@@ -298,3 +298,58 @@ def test_abort_of_commands_started_in_c(rig):
     assert rig.read(8, 8).data == data
     assert int(rig.handler._limits.started) == n + 1
     assert not rig.handler._aborted
+
+
+def test_serve_runs_the_steady_state_in_c(rig):
+    """Handler.serve with the rbd backend: rq_serve waits, starts and completes
+    in C; Python sees the other commands and the control fd.  A pipe stands in
+    for /dev/uioN (the kernel's event count), the test thread for the kernel."""
+    import threading
+    h = rig.handler
+    uio_r, uio_w = os.pipe()
+    ctl_r, ctl_w = os.pipe()
+    controls = []
+
+    def on_control():
+        controls.append(os.read(ctl_r, 1))
+
+    t = threading.Thread(target=h.serve, args=(uio_r, ctl_r, on_control, 0.2), daemon=True)
+    t.start()
+    try:
+        data = {i: os.urandom(8 * BS) for i in range(64)}
+        ids = {}
+        for i, d in data.items():
+            ids[rig.emu.submit(rig.write16(i * 8, 8), data_out=d)] = ("w", i)
+            os.write(uio_w, bytes(4))
+        tur = rig.emu.submit(bytes(6))                        # TEST UNIT READY: Python
+        ids[tur] = ("tur", 0)
+        os.write(uio_w, bytes(4))
+        os.write(ctl_w, b"x")
+
+        def wait_all(want):
+            deadline = time.monotonic() + 30
+            while not all(rig.emu.is_done(c) for c in want):
+                assert time.monotonic() < deadline, "commands still in flight"
+                rig.emu.doorbell()       # what the handler's doorbell write does
+                time.sleep(0.005)
+            rig.emu.reap()
+            return {c: rig.emu.results.pop(c) for c in want}
+
+        res = wait_all(list(ids))
+        assert all(r.status == scsi.GOOD for r in res.values())
+        reads = {}
+        for i in data:
+            reads[rig.emu.submit(rig.read16(i * 8, 8), data_in=8 * BS)] = i
+            os.write(uio_w, bytes(4))
+        for cid, r in wait_all(list(reads)).items():
+            assert r.status == scsi.GOOD and r.data == data[reads[cid]]
+        assert int(h._limits.started) == 128          # every READ/WRITE started in C
+        assert controls == [b"x"]
+        assert not rig.emu.broken
+    finally:
+        h.stopping = True
+        os.write(uio_w, bytes(4))
+        t.join(10)
+        for fd in (uio_r, uio_w, ctl_r, ctl_w):
+            os.close(fd)
+    assert not t.is_alive()

@@ -50,6 +50,11 @@ class Backend(abc.ABC):
         current); it returns only the other events.  Needs attach_ring."""
         return None
 
+    def pump(self, ring, limits, uio_fd: int, control_fd: int | None, timeout: float):
+        """None, or a Pump: the handler loop's steady state in C for this
+        backend (see RbdBackend.pump).  Needs fast_taker."""
+        return None
+
     @abc.abstractmethod
     def read(self, tag, iov, cnt, offset, length): ...
 

@@ -15,9 +15,11 @@ of commands that hang.
 from __future__ import annotations
 
 import os
+import select
 
 from tcmu_rbd._native import ffi, lib
 from tcmu_rbd.backends.base import Backend
+from tcmu_rbd.ring import BATCH
 
 DRAIN = 256
 MAX_EXTENTS = 4096
@@ -101,6 +103,9 @@ class RbdBackend(Backend):
             if n < DRAIN:
                 return total
 
+    def pump(self, ring, limits, uio_fd, control_fd, timeout):
+        return _Pump(self, ring, limits, uio_fd, control_fd, timeout)
+
     def _submitted(self, tag, rc):
         # librbd refused the op outright: it completes now, with that error
         if rc < 0:
@@ -173,6 +178,37 @@ class RbdBackend(Backend):
             self.poll()                      # deliver what completed meanwhile
             lib.rq_destroy(self._q)
             self._q = None
+
+
+class _Pump:
+    """rq_serve: waits on the ring, librbd's completions and the control fd,
+    starts plain READ/WRITE and completes their successes in C; a call returns
+    when the handler has something to do (and after a signal or the timeout)."""
+
+    def __init__(self, backend, ring, limits, uio_fd, control_fd, timeout):
+        self.backend, self._ring, self._limits = backend, ring, limits
+        self._ep = select.epoll()
+        for fd in (uio_fd, backend.fileno(), control_fd):
+            if fd is not None:
+                self._ep.register(fd, select.EPOLLIN)
+        s = self._s = ffi.new("struct tr_serve *")
+        s.epfd, s.uio_fd = self._ep.fileno(), uio_fd
+        s.ctl_fd = -1 if control_fd is None else control_fd
+        s.timeout_ms = int(timeout * 1000)
+
+    def __call__(self) -> tuple[int, bool]:
+        """(ring events for the handler in ring.events, control fd readable)."""
+        b, s = self.backend, self._s
+        self._ring.checked(lib.rq_serve(b._d, b._q, self._ring._r, self._limits, self._ring.events,
+                                        BATCH, b._tags, b._rets, b._extra, DRAIN, s))
+        if s.completions:
+            done, tags, rets, extra = b.on_complete, b._tags, b._rets, b._extra
+            for i in range(s.completions):
+                done(tags[i], rets[i], extra[i])
+        return s.events, bool(s.control)
+
+    def close(self) -> None:
+        self._ep.close()
 
 
 def open_from_config(cfg, default_osd_op_timeout: float = 30) -> RbdBackend:
