@@ -422,9 +422,6 @@ class Worker:
             if sup.settings.path:
                 env[settings_mod.ENV_CONFIG] = sup.settings.path
             env[settings_mod.ENV_LOG_LEVEL] = sup.settings.log_level
-            # glibc gives each of librbd's threads a malloc arena of its own, and the
-            # memory freed there stays resident: two arenas keep a LUN's worker small
-            env.setdefault("MALLOC_ARENA_MAX", "2")
             # the worker dies with us (PR_SET_PDEATHSIG; see worker.follow_supervisor)
             env[settings_mod.ENV_SUPERVISOR_PID] = str(os.getpid())
             r, w = os.pipe()

@@ -107,6 +107,19 @@ def test_annotate_ratios():
     assert rows[8]["pss_mb_per_lun"] == pytest.approx(30)
 
 
+def test_repeated_passes_are_averaged():
+    a = {"section": "vm", "path": "tcmu-rbd", "workload": "w", "iops": 900.0, "lat_mean_us": 10.0}
+    b = dict(a, iops=1100.0, lat_mean_us=30.0)
+    base = {"section": "vm", "path": "fio rbd (before)", "workload": "w", "iops": 1000.0}
+    s1 = {"section": "settings", "path": "tcmu-rbd", "queue_depth": "128"}
+    rows = report.annotate([a, base, dict(s1), b, dict(s1)])
+    assert len(rows) == 3
+    ours = rows[0]
+    assert ours["passes"] == 2 and ours["iops"] == 1000 and ours["lat_mean_us"] == 20
+    assert ours["spread_pct"] == pytest.approx(20) and ours["x_librbd"] == pytest.approx(1.0)
+    assert "20%" in report.table(rows)
+
+
 def test_table_json_and_chart(tmp_path):
     rows = report.annotate(_rows())
     text = report.table(rows)

@@ -65,7 +65,7 @@ def main(argv=None) -> int:
         rows += bench_vm(out / "vm", set_name=a.set, seconds=secs("vm"), ramp=a.ramp,
                          luns=a.luns, profile=a.profile)
         profiled = profiles(out / "vm")
-    report.annotate(rows)
+    rows = report.annotate(rows)
     text = report.table(rows) + ("\n" + profiled if profiled else "")
     print(text)
     meta = {"what": a.what, "set": a.set, "seconds": {k: secs(k) for k in DEFAULT_SECONDS},

@@ -19,8 +19,41 @@ def _is_baseline(row: dict) -> bool:
     return row["path"].startswith(LIBRBD)
 
 
+_KEY = ("section", "path", "workload", "luns")
+_MEAN = ("iops", "mbps", "lat_mean_us", "lat_p99_us", "cpu_us_per_cmd", "handler_us_per_cmd",
+         "commands", "rss_kb", "pss_kb", "private_kb", "ring_kb")
+
+
+def merge_passes(rows: list[dict]) -> list[dict]:
+    """One row per (section, path, workload, LUNs): the mean of its passes (the VM
+    runs each TCMU daemon twice, A B B A, so that drift cancels), with the spread
+    of their IOPS (max - min, % of the mean).  Identical settings rows collapse."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        key = tuple(r.get(k) for k in _KEY)
+        if r["section"] == "settings":
+            key += tuple(sorted(r.items()))
+        groups.setdefault(key, []).append(r)
+    out = []
+    for group in groups.values():
+        if len(group) == 1 or group[0]["section"] == "settings":
+            out.append(group[0])
+            continue
+        m = dict(group[0], passes=len(group))
+        for f in _MEAN:
+            if f in m:
+                m[f] = statistics.fmean(g[f] for g in group)
+        if "iops" in m and m["iops"]:
+            ios = [g["iops"] for g in group]
+            m["spread_pct"] = (max(ios) - min(ios)) / m["iops"] * 100
+        out.append(m)
+    return out
+
+
 def annotate(rows: list[dict]) -> list[dict]:
-    """Add x_librbd, x_runner (same section and workload) and x_1lun (scaling) ratios."""
+    """Merge repeated passes, then add x_librbd, x_runner (same section and
+    workload) and x_1lun (scaling) ratios.  Returns the rows to report."""
+    rows = merge_passes(rows)
     by = {}
     for r in rows:
         by.setdefault((r["section"], r.get("workload")), []).append(r)
@@ -56,7 +89,8 @@ _COLS = [("workload", "workload", 33, "%s"), ("path", "path", 17, "%s"),
          ("iops", "IOPS", 9, "%.0f"), ("mbps", "MB/s", 8, "%.1f"),
          ("lat_mean_us", "mean us", 8, "%.0f"), ("lat_p99_us", "p99 us", 8, "%.0f"),
          ("cpu_us_per_cmd", "CPU us", 8, "%.1f"), ("x_librbd", "xlibrbd", 7, "%.2f"),
-         ("x_runner", "xrunner", 7, "%.2f"), ("x_1lun", "x1LUN", 6, "%.2f")]
+         ("x_runner", "xrunner", 7, "%.2f"), ("x_1lun", "x1LUN", 6, "%.2f"),
+         ("spread_pct", "spread", 6, "%.0f%%")]
 _TITLES = {"engine": "engine ceiling: emulated ring -> engine -> memory backend, one core",
            "native": "native (no kernel): emulated ring -> engine",
            "native scaling": "native scaling: LUNs at once, one process each",

@@ -7,7 +7,7 @@
 #   tcmu-runner       the same disk served by Debian's tcmu-runner    } initiator settings
 #   rbd-nbd           the image through the kernel's nbd driver
 #   fio rbd (after)   direct librbd again (the OSD's speed drifts: compare to the mean)
-# For each TCMU daemon also: 1, 2, 4 LUNs at once (one iSCSI session each) and the
+# Each TCMU daemon is served twice, in the order A B B A. For each also: 1, 2, 4 LUNs at once (one iSCSI session each) and the
 # daemon's memory with 1 and with 4 LUNs.
 # Knobs (environment): BENCH_SET full|quick, BENCH_SECONDS, BENCH_RAMP, BENCH_LUNS
 # (the most LUNs at once), BENCH_DAEMONS, BENCH_PROFILE=1 (perf of the whole VM during
@@ -18,7 +18,9 @@ LAB=${LAB_SCRIPTS:?}
 REPO=${TCMU_RBD_REPO:?}
 OUTF=$TCMU_RBD_RESULTS/bench.jsonl
 SET=${BENCH_SET:-full} SECS=${BENCH_SECONDS:-10} RAMP=${BENCH_RAMP:-2}
-LUNS=${BENCH_LUNS:-4} DAEMONS=${BENCH_DAEMONS:-tcmu-rbd tcmu-runner} PROFILE=${BENCH_PROFILE:-0}
+LUNS=${BENCH_LUNS:-4} PROFILE=${BENCH_PROFILE:-0}
+# A B B A: the OSD's speed drifts; the host averages each daemon's two passes
+DAEMONS=${BENCH_DAEMONS:-tcmu-rbd tcmu-runner tcmu-runner tcmu-rbd}
 INIT=iqn.2024-01.org.tcmu-rbd.lab:bench
 TGT=iqn.2003-01.org.linux-iscsi.tcmu-rbd-lab:bench
 # equal for every path: the target's and the initiator's settings

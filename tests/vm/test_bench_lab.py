@@ -63,6 +63,12 @@ def test_scaling_rows(rows, daemon):
     assert all(r["iops"] > 0 for r in got) and got[0]["x_1lun"] == 1.0
 
 
+def test_each_daemon_ran_twice(rows):
+    for daemon in DAEMONS:
+        got = [r for r in _section(rows, "vm") if r["path"] == daemon]
+        assert all(r["passes"] == 2 for r in got), got
+
+
 def test_memory_per_lun(rows):
     mem = {(r["path"], r["luns"]): r for r in _section(rows, "memory")}
     # our daemon: the supervisor plus one worker per LUN
