@@ -67,7 +67,7 @@ class Handler:
         self._parked = None       # its synchronous completion
         self._scratch = ffi.new("uint8_t[]", SCRATCH)
         self.stopping = False
-        self.stats = {"commands": 0, "errors": 0, "aborts": 0, "stale": 0}
+        self.stats = {"errors": 0, "aborts": 0, "stale": 0}
         self.set_backend(backend)
 
     def set_backend(self, backend) -> None:
@@ -191,7 +191,6 @@ class Handler:
     # ------------------------------------------------------------ commands
     def _start(self, cid: int) -> None:
         c = self._cmds[cid]
-        self.stats["commands"] += 1
         if c.bad:
             self._fail_bad(cid, c)
             return

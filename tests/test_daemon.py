@@ -3,6 +3,7 @@ from our encoder over a socketpair, sysfs/configfs in a temp dir) and fake
 workers (a small script below, used only here), plus settings, the
 single-instance lock and the CLI."""
 
+import contextlib
 import errno
 import json
 import logging
@@ -431,7 +432,9 @@ HOLDER = textwrap.dedent(
 )
 
 
+@contextlib.contextmanager
 def _holder(h, minor, mode, worker_args=True):
+    """A process holding /dev/uio<minor> open (HOLDER), stopped and reaped after."""
     dev_dir = h.tmp / "dev"
     dev_dir.mkdir(exist_ok=True)
     (dev_dir / f"uio{minor}").write_text("")
@@ -442,16 +445,20 @@ def _holder(h, minor, mode, worker_args=True):
     if worker_args:
         argv += ["--uio", f"uio{minor}", "--ctl-fd", "7"]
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-    assert p.stdout.readline().strip() == "HOLDING"
-    return p, out
+    try:
+        assert p.stdout.readline().strip() == "HOLDING"
+        yield p, out
+    finally:
+        p.kill()            # a no-op once it has exited and been reaped
+        p.wait()
+        p.stdout.close()
 
 
 def test_recovery_stops_a_stale_worker_before_resetting_the_ring(h, caplog):
     """A worker of a SIGKILLed supervisor still holds /dev/uio1: it is asked to
     stop (SIGTERM), and only once it let go is the ring reset and ours started."""
     h.add_uio(1, "disk1")
-    stale, out = _holder(h, 1, "graceful")
-    try:
+    with _holder(h, 1, "graceful") as (stale, out):
         done = []
         h.sup.recover_existing(lambda: done.append(1))
         assert h.kernel.actions == [("disk1", "block_dev", 1)]  # no reset while it runs
@@ -462,17 +469,11 @@ def test_recovery_stops_a_stale_worker_before_resetting_the_ring(h, caplog):
         assert h.kernel.actions == [("disk1", "block_dev", 1), ("disk1", "reset_ring", 1),
                                     ("disk1", "block_dev", 0)]
         assert f"stale worker pid {stale.pid}" in caplog.text
-    finally:
-        if stale.poll() is None:
-            stale.kill()
-        stale.wait()
-        stale.stdout.close()
 
 
 def test_recovery_kills_a_stale_worker_that_ignores_sigterm(h, caplog):
     h.add_uio(1, "disk1")
-    stale, out = _holder(h, 1, "stuck")
-    try:
+    with _holder(h, 1, "stuck") as (stale, out):
         t0 = time.monotonic()
         done = []
         h.sup.recover_existing(lambda: done.append(1))
@@ -483,17 +484,11 @@ def test_recovery_kills_a_stale_worker_that_ignores_sigterm(h, caplog):
         assert out.read_text().split() == ["SIGTERM"]
         assert state(h, 1) == d.READY
         assert "did not stop in time; killing it" in caplog.text
-    finally:
-        if stale.poll() is None:
-            stale.kill()
-        stale.wait()
-        stale.stdout.close()
 
 
 def test_recovery_leaves_other_programs_holding_the_device_alone(h, caplog):
     h.add_uio(1, "disk1")
-    other, out = _holder(h, 1, "graceful", worker_args=False)
-    try:
+    with _holder(h, 1, "graceful", worker_args=False) as (other, out):
         done = []
         h.sup.recover_existing(lambda: done.append(1))
         h.run_until(lambda: done)
@@ -501,10 +496,6 @@ def test_recovery_leaves_other_programs_holding_the_device_alone(h, caplog):
         assert "not a tcmu-rbd worker" in caplog.text and str(other.pid) in caplog.text
         # (the fake worker does not open the device; a real one gets EBUSY and retries)
         assert h.kernel.actions[:2] == [("disk1", "block_dev", 1), ("disk1", "reset_ring", 1)]
-    finally:
-        other.kill()
-        other.wait()
-        other.stdout.close()
 
 
 def test_workers_get_the_supervisor_pid(h):

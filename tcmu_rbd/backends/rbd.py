@@ -92,16 +92,19 @@ class RbdBackend(Backend):
 
     def poll(self) -> int:
         total = 0
-        done = self.on_complete
-        ring = self._ring
         while True:
-            n = lib.rq_drain_ring(self._q, ring, self._tags, self._rets, self._extra, DRAIN)
-            tags, rets, extra = self._tags, self._rets, self._extra
-            for i in range(n):
-                done(tags[i], rets[i], extra[i])
+            n = lib.rq_drain_ring(self._q, self._ring, self._tags, self._rets, self._extra, DRAIN)
+            self._deliver(n)
             total += n
             if n < DRAIN:
                 return total
+
+    def _deliver(self, n: int) -> None:
+        """Hand the first n drained completions (those C did not put on the
+        ring itself) to the handler."""
+        done, tags, rets, extra = self.on_complete, self._tags, self._rets, self._extra
+        for i in range(n):
+            done(tags[i], rets[i], extra[i])
 
     def pump(self, ring, limits, uio_fd, control_fd, timeout):
         return _Pump(self, ring, limits, uio_fd, control_fd, timeout)
@@ -202,9 +205,7 @@ class _Pump:
         self._ring.checked(lib.rq_serve(b._d, b._q, self._ring._r, self._limits, self._ring.events,
                                         BATCH, b._tags, b._rets, b._extra, DRAIN, s))
         if s.completions:
-            done, tags, rets, extra = b.on_complete, b._tags, b._rets, b._extra
-            for i in range(s.completions):
-                done(tags[i], rets[i], extra[i])
+            b._deliver(s.completions)
         return s.events, bool(s.control)
 
     def close(self) -> None:
