@@ -35,7 +35,7 @@ def ceph():
     if missing:
         pytest.skip(f"Ceph not installed (missing {', '.join(missing)}): "
                     f"run scripts/setup")
-    from tcmu_rbd.testing.ceph import CephCluster
+    from tcmu_rbd_lab.ceph import CephCluster
 
     objectstore = os.environ.get("TCMU_RBD_TEST_OBJECTSTORE", "memstore")
     cluster = CephCluster(objectstore=objectstore)

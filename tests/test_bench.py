@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from tcmu_rbd.bench import fio, guest, native, procs, report
-from tcmu_rbd.bench.__main__ import main as bench_main
-from tcmu_rbd.bench.workloads import FULL, QUICK, SCALING, Workload
+from tcmu_rbd_lab.bench import fio, guest, native, procs, report
+from tcmu_rbd_lab.bench.__main__ import main as bench_main
+from tcmu_rbd_lab.bench.workloads import FULL, QUICK, SCALING, Workload
 
 FIGURES = ("iops", "mbps", "lat_mean_us", "lat_p99_us", "cpu_us_per_cmd")
 

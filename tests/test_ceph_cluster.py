@@ -13,7 +13,7 @@ import pytest
 rados = pytest.importorskip("rados")
 rbd = pytest.importorskip("rbd")
 
-from tcmu_rbd.testing.ceph import CephCluster, CephClusterError  # noqa: E402
+from tcmu_rbd_lab.ceph import CephCluster, CephClusterError  # noqa: E402
 
 
 def _pid_alive(pid: int) -> bool:
@@ -136,7 +136,7 @@ def test_persistent_osd_restart_keeps_data(tmp_path):
 def test_cli_up_down(tmp_path):
     d = tmp_path / "cli"
     env = dict(os.environ)
-    up = subprocess.run([sys.executable, "-m", "tcmu_rbd.testing.ceph", "up",
+    up = subprocess.run([sys.executable, "-m", "tcmu_rbd_lab.ceph", "up",
                          "--dir", str(d)], capture_output=True, text=True, timeout=600,
                         env=env)
     assert up.returncode == 0, up.stderr
@@ -149,7 +149,7 @@ def test_cli_up_down(tmp_path):
                             "16M"], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
     finally:
-        dn = subprocess.run([sys.executable, "-m", "tcmu_rbd.testing.ceph", "down",
+        dn = subprocess.run([sys.executable, "-m", "tcmu_rbd_lab.ceph", "down",
                              "--dir", str(d)], capture_output=True, text=True,
                             timeout=120)
     assert dn.returncode == 0, dn.stderr
@@ -160,7 +160,7 @@ def test_cli_up_down(tmp_path):
 def test_no_daemons_leaked_when_the_interpreter_exits_or_dies(tmp_path):
     script = (
         "import sys, os, signal\n"
-        "from tcmu_rbd.testing.ceph import CephCluster\n"
+        "from tcmu_rbd_lab.ceph import CephCluster\n"
         "c = CephCluster(sys.argv[1], verbose=False)\n"
         "c.start()\n"
         "print(' '.join(str(p) for p in c.pids.values()), flush=True)\n"

@@ -14,8 +14,8 @@ from tcmu_rbd import scsi
 from tcmu_rbd.backends.base import Backend
 from tcmu_rbd.backends.file import FileBackend
 from tcmu_rbd.backends.memory import MemoryBackend
-from tcmu_rbd.testing.emulator import POISON, Emulator
-from tcmu_rbd.testing.rig import Rig
+from tcmu_rbd_lab.emulator import POISON, Emulator
+from tcmu_rbd_lab.rig import Rig
 
 MiB = 1 << 20
 BS = 512

@@ -12,7 +12,7 @@ import rbd as pyrbd
 
 from tcmu_rbd import scsi
 from tcmu_rbd.backends.rbd import RbdBackend, RbdOpenError
-from tcmu_rbd.testing.rig import Rig
+from tcmu_rbd_lab.rig import Rig
 
 pytestmark = pytest.mark.ceph
 
@@ -180,7 +180,7 @@ def test_zero_copy_reads_do_not_leak_previous_data(rig):
 @pytest.fixture(scope="module")
 def ceph_persistent(tmp_path_factory):
     """A cluster whose OSD keeps its data across a kill (memstore does not)."""
-    from tcmu_rbd.testing.ceph import CephCluster
+    from tcmu_rbd_lab.ceph import CephCluster
     with CephCluster(base_dir=tmp_path_factory.mktemp("ceph-bluestore"), objectstore="bluestore") as c:
         yield c
 

@@ -10,7 +10,7 @@ from tcmu_rbd._native import ffi, lib
 from tcmu_rbd.ring import (BAD_CDB, BAD_ENTRY, BAD_IOV, CAP_OOOC, CAP_READ_LEN, CAP_TMR,
                            EV_CMD, EV_TMR, TMR_ABORT_TASK, UFLAG_READ_LEN, UFLAG_UNKNOWN_OP,
                            Ring, RingError)
-from tcmu_rbd.testing.emulator import POISON, Emulator, Full, RingBroken
+from tcmu_rbd_lab.emulator import POISON, Emulator, Full, RingBroken
 
 READ10 = bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0])
 WRITE10 = bytes([0x2A, 0, 0, 0, 0, 0, 0, 0, 8, 0])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tcmu_rbd.testing import vm
+from tcmu_rbd_lab import vm
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((REPO / "vagrant" / "scripts").glob("*.sh")) + sorted(

@@ -1,4 +1,4 @@
-"""VM system tests: each module boots ONE Debian-kernel VM (tcmu_rbd.testing.vm) that
+"""VM system tests: each module boots ONE Debian-kernel VM (tcmu_rbd_lab.vm) that
 runs a guest-side check script (tests/vm/guest/*.sh); the tests assert on its records.
 Results and all guest logs: results/vm/<module>/ (or $TCMU_RBD_VM_RESULTS/<module>).
 
@@ -8,7 +8,7 @@ the shared tests from _guest_checks."""
 
 import pytest
 
-from tcmu_rbd.testing.vm import results_root, run_guest_checks
+from tcmu_rbd_lab.vm import results_root, run_guest_checks
 
 
 def pytest_collection_modifyitems(items):

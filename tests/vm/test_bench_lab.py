@@ -1,4 +1,4 @@
-"""The full-stack benchmark (python -m tcmu_rbd.bench vm) in one short VM run: every
+"""The full-stack benchmark (python -m tcmu_rbd_lab.bench vm) in one short VM run: every
 path of the issue serves the same image and runs the same jobs, with the same LIO and
 initiator settings, read back from the kernel. Figures are the benchmark's to print;
 this asserts that every row is there, real and complete, and that the settings match.
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from tcmu_rbd.bench import report
-from tcmu_rbd.bench.vm import bench_vm
-from tcmu_rbd.bench.workloads import QUICK
+from tcmu_rbd_lab.bench import report
+from tcmu_rbd_lab.bench.vm import bench_vm
+from tcmu_rbd_lab.bench.workloads import QUICK
 
 PATHS = ["fio rbd (before)", "tcmu-rbd", "tcmu-runner", "rbd-nbd", "fio rbd (after)"]
 DAEMONS = ["tcmu-rbd", "tcmu-runner"]

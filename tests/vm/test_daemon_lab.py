@@ -15,7 +15,7 @@ from _guest_checks import (  # noqa: F401 (collected here, in this order)
     test_every_guest_check_is_asserted,
 )
 
-from tcmu_rbd.testing.vm import _tail
+from tcmu_rbd_lab.vm import _tail
 
 GUEST = Path(__file__).parent / "guest" / "daemon.sh"
 

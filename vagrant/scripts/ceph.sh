@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The throwaway Ceph cluster of the lab, via the project's own module
-# (python -m tcmu_rbd.testing.ceph). Usage:
+# (python -m tcmu_rbd_lab.ceph). Usage:
 #   ceph.sh up   --dir DIR [--image POOL/NAME=SIZE]... [-- MODULE ARGS...]
 #   ceph.sh down [--dir DIR]
 # SIZE is anything `rbd create --size` takes (1G, 512M). MODULE ARGS go to the module's
@@ -26,7 +26,7 @@ case $action in
   up)
     mkdir -p "$dir"
     echo "$dir" >"$LAB_STATE_DIR/ceph_dir"
-    up_out=$("$PYTHON" -m tcmu_rbd.testing.ceph up --dir "$dir" ${extra[@]+"${extra[@]}"})
+    up_out=$("$PYTHON" -m tcmu_rbd_lab.ceph up --dir "$dir" ${extra[@]+"${extra[@]}"})
     echo "$up_out"
     conf=$(sed -n 's/^conf=//p' <<<"$up_out")
     [ -n "$conf" ] && [ -f "$conf" ] || die "no ceph.conf after the cluster came up"
@@ -43,7 +43,7 @@ case $action in
   down)
     # the module removes DIR: keep the Ceph logs with the lab's
     if [ -d "$dir/log" ]; then mkdir -p "$LAB_LOG_DIR/ceph"; cp -a "$dir/log/." "$LAB_LOG_DIR/ceph/" || true; fi
-    "$PYTHON" -m tcmu_rbd.testing.ceph down --dir "$dir"
+    "$PYTHON" -m tcmu_rbd_lab.ceph down --dir "$dir"
     rm -f "$LAB_STATE_DIR/ceph_dir"
     result down
     ;;

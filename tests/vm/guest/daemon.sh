@@ -8,7 +8,7 @@
 # under I/O, kill -9 + restart under I/O, OSD stop/start under I/O, bad configs fail
 # fast with the daemon's message; plus the kernel interface (netlink replies,
 # targetcli listing, SIGTERM under I/O) and teardown.
-# By hand: .venv/bin/python -m tcmu_rbd.testing.vm tests/vm/guest/daemon.sh --timeout 900
+# By hand: .venv/bin/python -m tcmu_rbd_lab.vm tests/vm/guest/daemon.sh --timeout 900
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 

@@ -1,16 +1,16 @@
-# Guest-side check library (sourced by the guest scripts that tcmu_rbd.testing.vm
+# Guest-side check library (sourced by the guest scripts that tcmu_rbd_lab.vm
 # runs inside the VM). Each step/check appends one JSON object per line to
 # $TCMU_RBD_RESULTS/results.jsonl:
 #   {"kind": "step"|"check", "name": ..., "ok": bool, "rc": int, "seconds": float,
 #    "output": "<tail of stdout+stderr>"}
 #   {"kind": "fact", "name": ..., "value": "..."}
-# The host-side pytest asserts on those records (tcmu_rbd.testing.vm.GuestRun).
+# The host-side pytest asserts on those records (tcmu_rbd_lab.vm.GuestRun).
 #   step NAME CMD...   a precondition: records, and on failure ends the script (rc 1)
 #   check NAME CMD...  records and carries on; the test fails on the host
 #   fact NAME VALUE    a measured value (timings, device names, sizes)
 # The stdout of the last step/check is in $OUT.
 
-: "${TCMU_RBD_RESULTS:?run me through tcmu_rbd.testing.vm}"
+: "${TCMU_RBD_RESULTS:?run me through tcmu_rbd_lab.vm}"
 RESULTS_JSONL=$TCMU_RBD_RESULTS/results.jsonl
 LAB=${LAB_SCRIPTS:?}
 _t=$(mktemp -d /tmp/checks.XXXXXX)

@@ -1,4 +1,4 @@
-"""Benchmarks side by side with the peers (python -m tcmu_rbd.bench; see __main__).
+"""Benchmarks side by side with the peers (python -m tcmu_rbd_lab.bench; see __main__).
 
 workloads  the jobs, one list for every path
 fio        fio command lines and their JSON

@@ -208,7 +208,7 @@ class VMResult:
 
 
 _WRAPPER = r"""#!/bin/bash
-# written by tcmu_rbd.testing.vm: runs inside the guest
+# written by tcmu_rbd_lab.vm: runs inside the guest
 set -u
 R={results}
 G=$R/.guest
@@ -432,7 +432,7 @@ def results_root() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m tcmu_rbd.testing.vm SCRIPT [RESULTS_DIR] [ARGS...]: one VM run."""
+    """python -m tcmu_rbd_lab.vm SCRIPT [RESULTS_DIR] [ARGS...]: one VM run."""
     import argparse
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("script")

@@ -12,8 +12,8 @@ import os
 import resource
 import subprocess
 
-from tcmu_rbd.bench.procs import cpu_seconds
-from tcmu_rbd.bench.workloads import Workload
+from tcmu_rbd_lab.bench.procs import cpu_seconds
+from tcmu_rbd_lab.bench.workloads import Workload
 
 
 def command(targets: list[str], w: Workload, seconds: float, ramp: float = 0,

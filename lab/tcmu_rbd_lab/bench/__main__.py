@@ -1,14 +1,14 @@
 """Benchmarks: figures and ratios side by side with the peers, in one run.
 
-    python -m tcmu_rbd.bench engine   emulated ring -> engine -> memory backend, and
+    python -m tcmu_rbd_lab.bench engine   emulated ring -> engine -> memory backend, and
                                       1, 2, 4 LUNs at once (one process each)
-    python -m tcmu_rbd.bench rbd      emulated ring -> engine -> rbd backend on a
+    python -m tcmu_rbd_lab.bench rbd      emulated ring -> engine -> rbd backend on a
                                       throwaway cluster, next to fio --ioengine=rbd
-    python -m tcmu_rbd.bench vm       the full stack in Debian's kernel under QEMU:
+    python -m tcmu_rbd_lab.bench vm       the full stack in Debian's kernel under QEMU:
                                       fio on the iSCSI disk served by tcmu-rbd and by
                                       tcmu-runner, fio --ioengine=rbd, rbd-nbd; scaling
                                       and memory per LUN
-    python -m tcmu_rbd.bench all      all three, one table
+    python -m tcmu_rbd_lab.bench all      all three, one table
 
 Each run prints one table and writes bench.json and bench.png to --out.
 """
@@ -22,16 +22,16 @@ import sys
 import time
 from pathlib import Path
 
-from tcmu_rbd.bench import native, report
-from tcmu_rbd.bench.workloads import SETS
-from tcmu_rbd.testing.vm import REPO
+from tcmu_rbd_lab.bench import native, report
+from tcmu_rbd_lab.bench.workloads import SETS
+from tcmu_rbd_lab.vm import REPO
 
 # seconds per job: the engine is steady at once; the OSD is not (rbd warms up first)
 DEFAULT_SECONDS = {"engine": 3, "rbd": 8, "vm": 10}
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tcmu_rbd.bench", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m tcmu_rbd_lab.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["engine", "rbd", "vm", "all"])
     ap.add_argument("--set", default="full", choices=sorted(SETS),
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
         rows += native.bench_rbd(workloads, secs("rbd"), a.warmup, cluster=True, pin=a.pin)
     profiled = ""
     if a.what in ("vm", "all"):
-        from tcmu_rbd.bench.vm import bench_vm, profiles
+        from tcmu_rbd_lab.bench.vm import bench_vm, profiles
         rows += bench_vm(out / "vm", set_name=a.set, seconds=secs("vm"), ramp=a.ramp,
                          luns=a.luns, profile=a.profile)
         profiled = profiles(out / "vm")

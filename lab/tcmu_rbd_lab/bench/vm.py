@@ -1,4 +1,4 @@
-"""The full-stack half of the benchmark: one VM boot (tcmu_rbd.testing.vm) runs
+"""The full-stack half of the benchmark: one VM boot (tcmu_rbd_lab.vm) runs
 vm_guest.sh, which serves one image through every path in turn and writes a row per
 result to bench.jsonl in the shared results directory."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tcmu_rbd.bench.workloads import SETS
-from tcmu_rbd.testing.vm import VMError, run_in_vm
+from tcmu_rbd_lab.bench.workloads import SETS
+from tcmu_rbd_lab.vm import VMError, run_in_vm
 
 GUEST = Path(__file__).with_name("vm_guest.sh")
 # each TCMU daemon twice, A B B A: the OSD's speed drifts over a run (report.merge_passes)

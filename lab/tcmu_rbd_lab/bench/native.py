@@ -23,8 +23,8 @@ import subprocess
 import time
 
 from tcmu_rbd._native import ffi, lib
-from tcmu_rbd.bench import fio
-from tcmu_rbd.bench.workloads import SCALING, Workload
+from tcmu_rbd_lab.bench import fio
+from tcmu_rbd_lab.bench.workloads import SCALING, Workload
 
 BS = 512
 MAX_XFER = 2048   # blocks: 1 MiB commands, as hw_max_sectors=2048 in the VM
@@ -43,7 +43,7 @@ def _cdbs(w: Workload, size: int, n: int, seed: int = 1) -> list[bytes]:
 
 
 def _emulator(w: Workload):
-    from tcmu_rbd.testing.emulator import Emulator
+    from tcmu_rbd_lab.emulator import Emulator
     return Emulator(cmdr_size=8 << 20, data_blocks=(w.qd * w.bs) // 4096 + 64)
 
 
@@ -109,7 +109,7 @@ def run_engine_workload(rig, w: Workload, seconds: float) -> dict:
 
 def _memory_rig(w: Workload, size: int):
     from tcmu_rbd.backends.memory import MemoryBackend
-    from tcmu_rbd.testing.rig import Rig
+    from tcmu_rbd_lab.rig import Rig
     backend = MemoryBackend(size)
     backend.populate()       # first-touch page faults are not the engine's cost
     return Rig(backend, emulator=_emulator(w), max_xfer_blocks=MAX_XFER)
@@ -183,11 +183,11 @@ def bench_rbd(workloads: list[Workload], seconds: float, warmup: float, *, clust
               pool: str = "rbd", image: str = "bench0", size_mb: int = 1024,
               pin: bool = True) -> list[dict]:
     from tcmu_rbd.backends.rbd import RbdBackend
-    from tcmu_rbd.testing.rig import Rig
+    from tcmu_rbd_lab.rig import Rig
 
     c = None
     if cluster:
-        from tcmu_rbd.testing.ceph import CephCluster
+        from tcmu_rbd_lab.ceph import CephCluster
         c = CephCluster().__enter__()
         conf, keyring = c.conf_path, c.admin_keyring
         c.create_image(image, size_mb << 20)

@@ -18,7 +18,7 @@ def pids_matching(pattern: str) -> list[int]:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if pattern in cmd and "tcmu_rbd.bench" not in cmd:
+        if pattern in cmd and "tcmu_rbd_lab.bench" not in cmd:
             found.append(int(d))
     return sorted(found)
 

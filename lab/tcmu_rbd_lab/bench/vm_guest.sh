@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Guest side of `python -m tcmu_rbd.bench vm` (run by tcmu_rbd.testing.vm inside
+# Guest side of `python -m tcmu_rbd_lab.bench vm` (run by tcmu_rbd_lab.vm inside
 # Debian's kernel): one Ceph cluster and image, then the same fio jobs through every
 # path, one after the other, each row appended to $TCMU_RBD_RESULTS/bench.jsonl:
 #   fio rbd (before)  fio --ioengine=rbd on the image: direct librbd
@@ -13,7 +13,7 @@
 # (the most LUNs at once), BENCH_DAEMONS, BENCH_PROFILE=1 (perf of the whole VM during
 # the scaling job on each path: profile-<path>.txt).
 set -euo pipefail
-: "${TCMU_RBD_RESULTS:?run me through tcmu_rbd.testing.vm}"
+: "${TCMU_RBD_RESULTS:?run me through tcmu_rbd_lab.vm}"
 LAB=${LAB_SCRIPTS:?}
 REPO=${TCMU_RBD_REPO:?}
 OUTF=$TCMU_RBD_RESULTS/bench.jsonl
@@ -28,11 +28,11 @@ HW_MAX_SECTORS=2048 DATA_AREA_MB=64 CMDSN_DEPTH=128 CMDS_MAX=128 QUEUE_DEPTH=128
 CFS=/sys/kernel/config/target
 
 log() { echo "[bench] $(date +%T) $*"; }
-G() { "$PYTHON" -m tcmu_rbd.bench.guest "$@" --out "$OUTF"; }
+G() { "$PYTHON" -m tcmu_rbd_lab.bench.guest "$@" --out "$OUTF"; }
 job_args=(--seconds "$SECS" --ramp "$RAMP")
 profile() {  # profile NAME TARGET...
   [ "$PROFILE" = 1 ] || return 0
-  "$PYTHON" -m tcmu_rbd.bench.guest profile --path "$1" --seconds "$SECS" \
+  "$PYTHON" -m tcmu_rbd_lab.bench.guest profile --path "$1" --seconds "$SECS" \
     --out "$TCMU_RBD_RESULTS/profile-${1// /_}.txt" "${@:2}"
 }
 

@@ -20,8 +20,8 @@ Objectstores:
              ``bluestore_block="file"|"loop"``.
 
 CLI (used by the VM harness and the demo):
-    python -m tcmu_rbd.testing.ceph up --dir D [--objectstore bluestore]
-    python -m tcmu_rbd.testing.ceph down --dir D
+    python -m tcmu_rbd_lab.ceph up --dir D [--objectstore bluestore]
+    python -m tcmu_rbd_lab.ceph down --dir D
 ``up`` leaves the daemons running and writes D/cluster.json (pids, loop devices,
 ports); ``down`` reads it, kills exactly those pids and removes D.
 """
@@ -342,7 +342,7 @@ class CephCluster:
         if any(p.name != "lost+found" for p in self.base_dir.iterdir()):
             raise CephClusterError(f"{self.base_dir} is not empty: give a fresh directory "
                                    f"(a leftover cluster there? run `python -m "
-                                   f"tcmu_rbd.testing.ceph down --dir {self.base_dir}`)")
+                                   f"tcmu_rbd_lab.ceph down --dir {self.base_dir}`)")
         self.base_dir = self.base_dir.resolve()
         with _live_lock:
             _live.add(self)
@@ -812,7 +812,7 @@ def _cleanup_at_exit() -> None:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tcmu_rbd.testing.ceph",
+    ap = argparse.ArgumentParser(prog="python -m tcmu_rbd_lab.ceph",
                                  description="throwaway single-node Ceph cluster")
     sub = ap.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start a cluster in DIR and leave it running")

@@ -1,11 +1,11 @@
 """Inside the benchmark VM (called by vm_guest.sh): runs the jobs on one path and
 appends one JSON row per result to --out, which the host reads back.
 
-    python -m tcmu_rbd.bench.guest jobs    --path NAME --out F [--set full] TARGET
-    python -m tcmu_rbd.bench.guest scaling --path NAME --out F TARGET...  (all at once)
-    python -m tcmu_rbd.bench.guest memory  --path NAME --out F --luns N --pattern CMDLINE
-    python -m tcmu_rbd.bench.guest settings --path NAME --out F KEY=VALUE...
-    python -m tcmu_rbd.bench.guest profile --path NAME --out F TARGET...
+    python -m tcmu_rbd_lab.bench.guest jobs    --path NAME --out F [--set full] TARGET
+    python -m tcmu_rbd_lab.bench.guest scaling --path NAME --out F TARGET...  (all at once)
+    python -m tcmu_rbd_lab.bench.guest memory  --path NAME --out F --luns N --pattern CMDLINE
+    python -m tcmu_rbd_lab.bench.guest settings --path NAME --out F KEY=VALUE...
+    python -m tcmu_rbd_lab.bench.guest profile --path NAME --out F TARGET...
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import subprocess
 import sys
 import time
 
-from tcmu_rbd.bench import fio
-from tcmu_rbd.bench.procs import busiest, cpu_split, memory_kb, pids_matching, thread_ticks
-from tcmu_rbd.bench.workloads import SCALING, SETS
+from tcmu_rbd_lab.bench import fio
+from tcmu_rbd_lab.bench.procs import busiest, cpu_split, memory_kb, pids_matching, thread_ticks
+from tcmu_rbd_lab.bench.workloads import SCALING, SETS
 
 
 def _append(out: str, row: dict) -> None:
@@ -59,7 +59,7 @@ def profile(targets: list[str], seconds: float, out: str, title: str) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tcmu_rbd.bench.guest")
+    ap = argparse.ArgumentParser(prog="python -m tcmu_rbd_lab.bench.guest")
     sub = ap.add_subparsers(dest="what", required=True)
     for name in ("jobs", "scaling", "memory", "settings", "profile"):
         p = sub.add_parser(name)

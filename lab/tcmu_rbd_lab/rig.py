@@ -13,7 +13,7 @@ import time
 
 from tcmu_rbd import scsi
 from tcmu_rbd.handler import Handler
-from tcmu_rbd.testing.emulator import Emulator, Full
+from tcmu_rbd_lab.emulator import Emulator, Full
 
 
 class Rig:
