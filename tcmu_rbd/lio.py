@@ -1,0 +1,299 @@
+"""The kernel's objects behind one TCMU device, modelled once.
+
+Belongs here: finding TCMU devices (their uio nodes in sysfs), the uio name
+``tcm-user/<hba>/<name>/<dev_config>`` and what it says, the device's configfs
+directory (``core/user_<hba>/<name>``: attributes, unit serial, size, the
+``action/`` files block_dev and reset_ring), the target_core_user module
+parameters, and which processes hold ``/dev/uioN``.  The supervisor, the
+worker and targetcli-rbd all read the kernel through this module.
+
+Not here: the ring's shared memory (ring.py), netlink (netlink.py), creating or
+deleting LIO objects (targetcli_ext, through rtslib-fb), and any policy about
+when to block, reset or restart (supervisor.py).
+
+Why plain files, not pyudev or rtslib-fb: a TCMU device's uio side is two sysfs
+attributes fixed by the kernel ABI (``name`` and ``maps/map0/size``), and
+libudev cannot be pointed at another root, which the supervisor's host tests
+need (they build a fake sysfs/configfs tree).  rtslib-fb models the configfs
+tree that targetcli-rbd creates, but not the uio side or the TCMU actions, and
+importing it would cost every worker process megabytes; targetcli-rbd goes
+from an rtslib storage object to this model with
+:meth:`Kernel.device_of_storage_object`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+#: the handler subtype tcmu-rbd serves (the first part of dev_config)
+SUBTYPE = "rbd"
+
+
+@dataclass(frozen=True)
+class Roots:
+    """Where the kernel's trees are (injectable for tests)."""
+
+    sysfs: str = "/sys"
+    configfs: str = "/sys/kernel/config/target/core"
+    proc: str = "/proc"
+    dev: str = "/dev"
+
+    @property
+    def uio_class(self) -> str:
+        return os.path.join(self.sysfs, "class", "uio")
+
+    @property
+    def modparams(self) -> str:
+        return os.path.join(self.sysfs, "module", "target_core_user", "parameters")
+
+
+@dataclass(frozen=True)
+class UioName:
+    """``tcm-user/<hba>/<name>/<dev_config>``: the uio name of a TCMU device."""
+
+    hba: str
+    name: str
+    dev_config: str
+
+    @classmethod
+    def parse(cls, s: str) -> "UioName | None":
+        parts = s.rstrip("\n").split("/", 3)
+        if len(parts) != 4 or parts[0] != "tcm-user" or not parts[1] or not parts[2]:
+            return None
+        return cls(parts[1], parts[2], parts[3])
+
+    @property
+    def subtype(self) -> str:
+        return self.dev_config.split("/", 1)[0]
+
+    @property
+    def image(self) -> str:
+        """pool[/ns]/image[@snap] for log lines (no options: they may hold paths)."""
+        rest = self.dev_config.split("/", 1)[1] if "/" in self.dev_config else ""
+        return rest.split(";", 1)[0]
+
+    def with_config(self, dev_config: str) -> "UioName":
+        return UioName(self.hba, self.name, dev_config)
+
+    def __str__(self) -> str:
+        return f"tcm-user/{self.hba}/{self.name}/{self.dev_config}"
+
+
+@dataclass(frozen=True)
+class Holder:
+    """A process holding a /dev/uioN open."""
+
+    pid: int
+    argv: tuple
+
+    def is_worker_of(self, uio: str) -> bool:
+        """A tcmu-rbd worker for this device (by the worker's arguments,
+        ``--uio uioN --ctl-fd FD``), e.g. one left behind by a supervisor that
+        was SIGKILLed."""
+        a = self.argv
+        return "--ctl-fd" in a and any(a[i] == "--uio" and a[i + 1] == uio
+                                       for i in range(len(a) - 1))
+
+    def describe(self) -> str:
+        return f"pid {self.pid} ({' '.join(self.argv)[:120] or '?'})"
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+class TcmuDevice:
+    """One TCMU device: its uio node and its configfs directory.
+
+    Cheap to make; every attribute is read live from the kernel, so the object
+    never holds a stale copy (the name's dev_config is the one exception: it is
+    what the device was opened with; :meth:`reconfigured` makes the new one)."""
+
+    def __init__(self, uio: str, name: UioName, roots: Roots = Roots()):
+        self.uio = uio
+        self.name = name
+        self.roots = roots
+
+    def __repr__(self) -> str:
+        return f"TcmuDevice({self.uio!r}, {str(self.name)!r})"
+
+    # -- identity ---------------------------------------------------------------
+
+    @property
+    def label(self) -> str:
+        """``<name>(uioN)`` for log lines."""
+        return f"{self.name.name}({self.uio})"
+
+    @property
+    def node(self) -> str:
+        return os.path.join(self.roots.dev, self.uio)
+
+    @property
+    def configfs(self) -> str:
+        return os.path.join(self.roots.configfs, f"user_{self.name.hba}", self.name.name)
+
+    def reconfigured(self, dev_config: str) -> "TcmuDevice":
+        return TcmuDevice(self.uio, self.name.with_config(dev_config), self.roots)
+
+    def present(self) -> bool:
+        """The uio node still exists and still names this device."""
+        now = Kernel(self.roots).uio_name(self.uio)
+        return now is not None and now.hba == self.name.hba and now.name == self.name.name
+
+    # -- uio --------------------------------------------------------------------
+
+    def map_size(self) -> int:
+        """The size of the ring mapping (``maps/map0/size``)."""
+        v = _read(os.path.join(self.roots.uio_class, self.uio, "maps", "map0", "size"))
+        if v is None:
+            raise OSError(f"{self.uio}: no maps/map0/size in sysfs")
+        return int(v, 0)
+
+    def holders(self) -> list[Holder]:
+        """Processes (other than us) that have the uio node open, from
+        /proc/<pid>/fd.  Zombies hold nothing and are not listed."""
+        return Kernel(self.roots).uio_holders().get(self.uio, [])
+
+    # -- configfs ---------------------------------------------------------------
+
+    def attr(self, attr: str, default: int) -> int:
+        """An integer attribute (``attrib/<attr>``); default when absent or unreadable."""
+        v = _read(os.path.join(self.configfs, "attrib", attr))
+        try:
+            return int(v, 0) if v is not None else default
+        except ValueError:
+            return default
+
+    def serial(self) -> str:
+        """The unit serial (``wwn/vpd_unit_serial``: "T10 VPD Unit Serial Number: <s>")."""
+        v = _read(os.path.join(self.configfs, "wwn", "vpd_unit_serial")) or ""
+        return v.split(":", 1)[1].strip() if ":" in v else v
+
+    def size(self) -> int:
+        """The LUN size in bytes: ``attrib/dev_size``, or ``Size:`` in ``info``."""
+        size = self.attr("dev_size", 0)
+        if size:
+            return size
+        info = (_read(os.path.join(self.configfs, "info")) or "").split()
+        if "Size:" in info:
+            try:
+                return int(info[info.index("Size:") + 1])
+            except (ValueError, IndexError):
+                return 0
+        return 0
+
+    def action(self, action: str, value: int) -> bool:
+        """Write ``action/<action>``; False (and a warning) when the kernel refuses."""
+        path = os.path.join(self.configfs, "action", action)
+        try:
+            with open(path, "w") as f:
+                f.write(f"{value}\n")
+            return True
+        except OSError as e:
+            log.warning("device=%s: cannot write %d to %s: %s", self.name.name, value, path,
+                        e.strerror)
+            return False
+
+    def block(self, on: bool = True) -> bool:
+        """block_dev: the kernel holds new commands (True) or lets them through."""
+        return self.action("block_dev", 1 if on else 0)
+
+    def reset_ring(self) -> bool:
+        """reset_ring: the kernel fails what the ring holds and empties it."""
+        return self.action("reset_ring", 1)
+
+
+class Kernel:
+    """The host's TCMU devices and target_core_user parameters."""
+
+    def __init__(self, roots: Roots = Roots()):
+        self.roots = roots
+
+    def uio_name(self, uio: str) -> UioName | None:
+        v = _read(os.path.join(self.roots.uio_class, uio, "name"))
+        return UioName.parse(v) if v else None
+
+    def device(self, uio: str) -> TcmuDevice | None:
+        """The TCMU device on uioN; None when uioN is absent or not TCMU."""
+        name = self.uio_name(uio)
+        return TcmuDevice(uio, name, self.roots) if name else None
+
+    def devices(self) -> list[TcmuDevice]:
+        """Every TCMU device, in uio order."""
+        try:
+            entries = os.listdir(self.roots.uio_class)
+        except OSError:
+            return []
+        uios = sorted((e for e in entries if e.startswith("uio") and e[3:].isdigit()),
+                      key=lambda e: int(e[3:]))
+        return [d for d in map(self.device, uios) if d is not None]
+
+    def device_of_storage_object(self, so) -> TcmuDevice | None:
+        """The TCMU device of an rtslib user backstore (``so.path`` is
+        ``.../core/user_<hba>/<name>``); None while it has no uio (not enabled)."""
+        hba = os.path.basename(os.path.dirname(so.path))
+        idx = hba.split("_", 1)[1] if hba.startswith("user_") else None
+        for d in self.devices():
+            if d.name.hba == idx and d.name.name == so.name:
+                return d
+        return None
+
+    def uio_holders(self) -> dict[str, list[Holder]]:
+        """uioN -> the processes (other than us) that have /dev/uioN open."""
+        prefix = self.roots.dev.rstrip("/") + "/uio"
+        me = os.getpid()
+        out: dict[str, list[Holder]] = {}
+        try:
+            pids = [int(e) for e in os.listdir(self.roots.proc) if e.isdigit()]
+        except OSError:
+            return out
+        for pid in pids:
+            if pid == me:
+                continue
+            fd_dir = os.path.join(self.roots.proc, str(pid), "fd")
+            try:
+                fds = os.listdir(fd_dir)
+            except OSError:
+                continue
+            held = set()
+            for fd in fds:
+                try:
+                    t = os.readlink(os.path.join(fd_dir, fd))
+                except OSError:
+                    continue
+                if t.startswith(prefix) and t[len(prefix):].isdigit():
+                    held.add(os.path.basename(t))
+            if not held:
+                continue
+            try:
+                with open(os.path.join(self.roots.proc, str(pid), "cmdline"), "rb") as f:
+                    argv = tuple(a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a)
+            except OSError:
+                argv = ()
+            for uio in held:
+                out.setdefault(uio, []).append(Holder(pid, argv))
+        return out
+
+    def modparam(self, name: str, value: int) -> bool | None:
+        """Write a target_core_user parameter; None when it does not exist."""
+        path = os.path.join(self.roots.modparams, name)
+        if not os.path.exists(path):
+            return None
+        try:
+            with open(path, "w") as f:
+                f.write(f"{value}\n")
+            return True
+        except OSError as e:
+            log.warning("cannot write %d to %s: %s", value, path, e.strerror)
+            return False
+
+    def module_loaded(self) -> bool:
+        return os.path.isdir(os.path.join(self.roots.sysfs, "module", "target_core_user"))
