@@ -1,27 +1,22 @@
-/* librbd asynchronous I/O and the completion queue; see rbd_aio.h. */
+/*
+ * librbd asynchronous I/O; see rbd_aio.h.
+ *
+ * Belongs here: librbd and librados calls, the per-op bookkeeping they need
+ * (bounce buffers, the compare-and-write mismatch offset), and the ops table
+ * the engine calls.  Not here: the completion queue (engine.c: op_done only
+ * pushes onto it), any decision about what a command means.
+ */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <rados/librados.h>
 #include <rbd/librbd.h>
 
-#include "tcmu_ring.h"
+#include "iovec.h"
+#include "engine.h"
 #include "rbd_aio.h"
-
-struct rq {
-    int efd;
-    pthread_mutex_t lock;
-    uint32_t cap, rd, n;
-    uint64_t *tags;
-    int64_t *rets;
-    uint64_t *extra;
-};
 
 struct rbd_dev {
     rados_t cluster;
@@ -42,224 +37,6 @@ struct op {
     uint64_t mismatch;
     void *buf;          /* compare-and-write / writesame bounce buffer */
 };
-
-struct rq *rq_create(uint32_t capacity)
-{
-    struct rq *q = calloc(1, sizeof(*q));
-    if (!q)
-        return NULL;
-    q->cap = capacity;
-    q->tags = calloc(capacity, sizeof(*q->tags));
-    q->rets = calloc(capacity, sizeof(*q->rets));
-    q->extra = calloc(capacity, sizeof(*q->extra));
-    q->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (!q->tags || !q->rets || !q->extra || q->efd < 0) {
-        rq_destroy(q);
-        return NULL;
-    }
-    pthread_mutex_init(&q->lock, NULL);
-    return q;
-}
-
-void rq_destroy(struct rq *q)
-{
-    if (!q)
-        return;
-    if (q->efd >= 0)
-        close(q->efd);
-    free(q->tags);
-    free(q->rets);
-    free(q->extra);
-    free(q);
-}
-
-int rq_fd(struct rq *q) { return q->efd; }
-
-uint32_t rq_pending(struct rq *q)
-{
-    uint32_t n;
-    pthread_mutex_lock(&q->lock);
-    n = q->n;
-    pthread_mutex_unlock(&q->lock);
-    return n;
-}
-
-static void rq_push(struct rq *q, uint64_t tag, int64_t ret, uint64_t extra)
-{
-    int was_empty;
-    pthread_mutex_lock(&q->lock);
-    /* Capacity is sized by the caller for every op it can have in flight. */
-    if (q->n < q->cap) {
-        uint32_t i = (q->rd + q->n) % q->cap;
-        q->tags[i] = tag;
-        q->rets[i] = ret;
-        q->extra[i] = extra;
-        q->n++;
-    }
-    was_empty = q->n == 1;
-    pthread_mutex_unlock(&q->lock);
-    if (was_empty) {
-        uint64_t one = 1;
-        ssize_t w = write(q->efd, &one, sizeof(one));
-        (void)w;
-    }
-}
-
-static int drain(struct rq *q, struct tr_ring *r, uint64_t *tags, int64_t *rets, uint64_t *extra, int max)
-{
-    uint64_t v;
-    int n = 0;
-    ssize_t rd = read(q->efd, &v, sizeof(v));   /* clear the event first */
-    (void)rd;
-    pthread_mutex_lock(&q->lock);
-    while (q->n && n < max) {
-        uint64_t tag = q->tags[q->rd];
-        int64_t ret = q->rets[q->rd];
-        uint64_t ext = q->extra[q->rd];
-        q->rd = (q->rd + 1) % q->cap;
-        q->n--;
-        if (r && (tag >> 63) && ret >= 0) {
-            struct tr_cmd *c = &r->cmds[tag & 0xFFFF];
-            if (c->outstanding && c->gen == (uint32_t)(tag >> 16)) {
-                tr_complete(r, (uint16_t)(tag & 0xFFFF), 0, NULL, 0, 0, 0);
-                continue;
-            }
-        }
-        tags[n] = tag;
-        rets[n] = ret;
-        extra[n] = ext;
-        n++;
-    }
-    /* more left than the caller took: keep the fd readable */
-    if (q->n) {
-        uint64_t one = 1;
-        ssize_t w = write(q->efd, &one, sizeof(one));
-        (void)w;
-    }
-    pthread_mutex_unlock(&q->lock);
-    return n;
-}
-
-int rq_drain(struct rq *q, uint64_t *tags, int64_t *rets, uint64_t *extra, int max)
-{
-    return drain(q, NULL, tags, rets, extra, max);
-}
-
-int rq_drain_ring(struct rq *q, struct tr_ring *r, uint64_t *tags, int64_t *rets, uint64_t *extra, int max)
-{
-    return drain(q, r, tags, rets, extra, max);
-}
-
-static uint32_t be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-/* Start cmd_id in librbd if it is a plain, valid READ/WRITE: 0, else -1. */
-static int fast_start(struct rbd_dev *d, struct rq *q, struct tr_ring *r,
-                      struct tr_fast *f, uint16_t id)
-{
-    struct tr_cmd *c = &r->cmds[id];
-    const uint8_t *cdb = c->cdb;
-    uint64_t lba, n;
-    uint32_t gen;
-    int write, rc;
-
-    if (c->bad || cdb[1] & 0xE0)
-        return -1;
-    switch (cdb[0]) {
-    case 0x28: case 0x2A:
-        if (c->cdb_len < 10)
-            return -1;
-        lba = be32(cdb + 2);
-        n = (uint32_t)cdb[7] << 8 | cdb[8];
-        break;
-    case 0x88: case 0x8A:
-        if (c->cdb_len < 16)
-            return -1;
-        lba = (uint64_t)be32(cdb + 2) << 32 | be32(cdb + 6);
-        n = be32(cdb + 10);
-        break;
-    default:
-        return -1;
-    }
-    write = cdb[0] & 0x02;
-    if (!n || n > f->max_xfer_blocks || n * f->block_size != c->data_len
-            || lba > f->num_blocks || n > f->num_blocks - lba || (write && f->read_only))
-        return -1;
-    gen = c->gen + 1;
-    c->gen = gen;   /* before the submission: its completion is checked against it */
-    uint64_t tag = 1ULL << 63 | (uint64_t)gen << 16 | id;
-    if (write)
-        rc = rbd_dev_writev(d, q, tag, c->iov, c->iov_cnt, lba * f->block_size, (cdb[1] >> 3) & 1);
-    else
-        rc = rbd_dev_readv(d, q, tag, c->iov, c->iov_cnt, lba * f->block_size);
-    if (rc < 0) {
-        c->gen = gen - 1;   /* the handler starts it again and reports the error */
-        return -1;
-    }
-    f->kinds[id] = write ? f->kind_write : f->kind_read;
-    f->started++;
-    return 0;
-}
-
-int rq_take_fast(struct rbd_dev *d, struct rq *q, struct tr_ring *r, struct tr_fast *f,
-                 struct tr_event *ev, int max)
-{
-    int kept = 0;
-
-    while (kept < max) {
-        int base = kept, space = max - kept, n = tr_take(r, ev + base, space), i;
-        if (n < 0)
-            return kept ? kept : n;
-        for (i = 0; i < n; i++) {
-            struct tr_event *e = &ev[base + i];
-            if (f->enabled && e->kind == TR_EV_CMD && fast_start(d, q, r, f, e->cmd_id) == 0)
-                continue;
-            ev[kept++] = *e;
-        }
-        if (n < space)      /* the ring is empty (or every slot is in use) */
-            break;
-    }
-    return kept;
-}
-
-int rq_serve(struct rbd_dev *d, struct rq *q, struct tr_ring *r, struct tr_fast *f,
-             struct tr_event *ev, int max_ev, uint64_t *tags, int64_t *rets,
-             uint64_t *extra, int max_c, struct tr_serve *s)
-{
-    struct epoll_event pe[4];
-
-    s->events = s->completions = s->control = 0;
-    for (;;) {
-        int n = rq_take_fast(d, q, r, f, ev, max_ev), c, k, m, i;
-        if (n < 0)
-            return n;
-        c = drain(q, r, tags, rets, extra, max_c);
-        k = tr_kick(r);
-        if (k < 0)
-            return k;
-        if (n || c || s->control) {
-            s->events = n;
-            s->completions = c;
-            return 0;
-        }
-        m = epoll_wait(s->epfd, pe, 4, s->timeout_ms);
-        if (m < 0)
-            return errno == EINTR ? 0 : -errno;   /* a signal: the handler looks */
-        if (m == 0)
-            return 0;
-        for (i = 0; i < m; i++) {
-            if (pe[i].data.fd == s->uio_fd) {
-                uint32_t cnt;
-                ssize_t rd = read(s->uio_fd, &cnt, sizeof(cnt));   /* the kernel's event count */
-                (void)rd;
-            } else if (pe[i].data.fd == s->ctl_fd) {
-                s->control = 1;
-            }
-        }
-    }
-}
 
 /*
  * The offset of the first differing byte, relative to the operation.  librbd
@@ -423,6 +200,23 @@ int rbd_dev_writev(struct rbd_dev *d, struct rq *q, uint64_t tag,
     rc = rbd_aio_writev(d->image, iov, (int)cnt, off, c);
     return rc < 0 ? op_failed(o, c, rc) : 0;
 }
+
+/* The engine's view of an image: the fast path's READ/WRITE. */
+static int ops_readv(void *dev, struct rq *q, uint64_t tag,
+                     const struct iovec *iov, uint32_t cnt, uint64_t off)
+{
+    return rbd_dev_readv(dev, q, tag, iov, cnt, off);
+}
+
+static int ops_writev(void *dev, struct rq *q, uint64_t tag,
+                      const struct iovec *iov, uint32_t cnt, uint64_t off, int fua)
+{
+    return rbd_dev_writev(dev, q, tag, iov, cnt, off, fua);
+}
+
+static const struct engine_ops rbd_ops = { .readv = ops_readv, .writev = ops_writev };
+
+const struct engine_ops *rbd_dev_engine_ops(void) { return &rbd_ops; }
 
 int rbd_dev_flush(struct rbd_dev *d, struct rq *q, uint64_t tag)
 {

@@ -1,10 +1,16 @@
 /*
- * librbd's asynchronous C API for the handler loop, with no data copied in
- * Python: reads and writes go straight between the image and the ring's data
- * area iovecs.  librbd completes on its own threads; completions are queued
- * here under a mutex and announced on an eventfd (one write per empty ->
- * non-empty transition), so the Python loop takes them in batches without
- * taking the GIL per completion.
+ * librbd's asynchronous C API on the ring's data-area iovecs, with no data
+ * copied in Python: reads and writes go straight between the image and the
+ * iovecs (rbd_aio_readv/writev).  librbd completes on its own threads; each
+ * op's completion is pushed onto the engine's completion queue (rq_push).
+ * rbd_dev_engine_ops() is this backend as the engine sees it.
+ *
+ * Belongs here: opening and closing an image with its own rados client, and
+ * every librbd call.  Not here: the completion queue and the fast path
+ * (engine.c), the SCSI rule (scsi_fast.c), tcmu_rbd/backends/rbd.py's policy
+ * (options, errors, size).
+ * The declarations below are also fed to cffi's cdef (see build_native.py),
+ * so they stay plain C with no macros.
  */
 #ifndef TCMU_RBD_RBD_AIO_H
 #define TCMU_RBD_RBD_AIO_H
@@ -12,63 +18,9 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-struct rq;      /* completion queue */
+#include "engine.h"
+
 struct rbd_dev; /* one open image with its own rados client */
-
-struct rq *rq_create(uint32_t capacity);
-void rq_destroy(struct rq *q);
-int  rq_fd(struct rq *q);
-uint32_t rq_pending(struct rq *q);
-/* Take up to max completions: tag, return value (>= 0 ok, -errno), and for
- * compare-and-write mismatches (-EILSEQ) the offset of the first differing
- * byte relative to the start of the operation. */
-int  rq_drain(struct rq *q, uint64_t *tags, int64_t *rets, uint64_t *extra, int max);
-/* The same, but a successful completion whose tag has bit 63 set (a plain
- * READ/WRITE/FLUSH, tag = 1<<63 | gen<<16 | cmd_id) goes straight onto the
- * ring as GOOD when that cmd_id is still outstanding with that generation;
- * only the rest is returned.  Saves a Python call per completion. */
-int  rq_drain_ring(struct rq *q, struct tr_ring *r, uint64_t *tags, int64_t *rets, uint64_t *extra, int max);
-
-/* The handler's limits for the commands it lets rq_take_fast() start: the
- * same checks as the SCSI core's READ/WRITE fast path (tcmu_rbd/scsi/cdb.py);
- * anything else, or enabled == 0, goes to the handler. */
-struct tr_fast {
-    uint64_t num_blocks;
-    uint32_t block_size;
-    uint32_t max_xfer_blocks;
-    uint8_t  enabled;       /* 0 while a unit attention or an abort is pending */
-    uint8_t  read_only;
-    uint8_t  kind_read;     /* the handler's op kinds, written into kinds[id] */
-    uint8_t  kind_write;
-    uint8_t  *kinds;        /* 65536: the op kind per cmd_id (error sense) */
-    uint64_t started;       /* commands started here (statistics) */
-};
-/* Take new ring entries (tr_take); plain, valid READ/WRITE(10/16) go straight
- * to librbd tagged 1<<63 | gen<<16 | cmd_id (completed by rq_drain_ring); the
- * rest (other commands, TMRs, whatever librbd refused) are returned in ev, in
- * ring order, for the handler.  Returns the number of events, or tr_take's
- * -EPROTO. */
-int rq_take_fast(struct rbd_dev *d, struct rq *q, struct tr_ring *r, struct tr_fast *f,
-                 struct tr_event *ev, int max);
-
-/* The handler loop's steady state in C: take and start (rq_take_fast),
- * complete (rq_drain_ring), ring the doorbell, and wait on the epoll set
- * (the uio fd, rq_fd(q), an optional control fd) until there is something
- * for the handler: ring events in ev, completions in tags/rets/extra, the
- * control fd readable, a signal, or the timeout.  Returns 0, or -EPROTO (a
- * corrupt ring), or another -errno (the doorbell or epoll failed). */
-struct tr_serve {
-    int epfd;
-    int uio_fd;
-    int ctl_fd;             /* -1: none */
-    int timeout_ms;
-    int events;             /* out */
-    int completions;        /* out */
-    int control;            /* out */
-};
-int rq_serve(struct rbd_dev *d, struct rq *q, struct tr_ring *r, struct tr_fast *f,
-             struct tr_event *ev, int max_ev, uint64_t *tags, int64_t *rets,
-             uint64_t *extra, int max_c, struct tr_serve *s);
 
 /* opts: NULL-terminated list of key, value, key, value ... set on the rados
  * configuration before connecting (after conf and keyring are read).
@@ -80,6 +32,9 @@ struct rbd_dev *rbd_dev_open(const char *conf, const char *client_id,
 void rbd_dev_close(struct rbd_dev *d);
 int  rbd_dev_stat(struct rbd_dev *d, uint64_t *size, uint64_t *obj_size, uint64_t *features);
 
+/* Each starts one asynchronous op; its completion is pushed onto q with tag
+ * (rq_push, from a librbd thread).  0, or -errno when librbd refused it: then
+ * no completion follows. */
 int rbd_dev_readv(struct rbd_dev *d, struct rq *q, uint64_t tag,
                   const struct iovec *iov, uint32_t cnt, uint64_t off);
 int rbd_dev_writev(struct rbd_dev *d, struct rq *q, uint64_t tag,
@@ -93,6 +48,9 @@ int rbd_dev_writesame(struct rbd_dev *d, struct rq *q, uint64_t tag, uint64_t of
 /* iovecs hold len bytes to compare followed by len bytes to write */
 int rbd_dev_compare_and_write(struct rbd_dev *d, struct rq *q, uint64_t tag, uint64_t off, uint64_t len,
                               const struct iovec *iov, uint32_t cnt);
+/* The readv/writev above, for struct engine_backend (dev: a struct rbd_dev). */
+const struct engine_ops *rbd_dev_engine_ops(void);
+
 /* Allocated extents in [off, off+len): up to max (offset, length) pairs.
  * Synchronous (diff-iterate, object map when the image has one). */
 int rbd_dev_allocated(struct rbd_dev *d, uint64_t off, uint64_t len,

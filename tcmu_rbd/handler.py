@@ -25,16 +25,16 @@ import time
 
 from tcmu_rbd import scsi
 from tcmu_rbd._native import ffi, lib
-from tcmu_rbd.ring import (BAD_CDB, BAD_IOV, EV_CMD, EV_TMR, TMR_ABORT_TASK,
+from tcmu_rbd.ring import (BAD_CDB, EV_CMD, EV_TMR, FAST_TAG, TMR_ABORT_TASK,
                            TMR_ABORT_TASK_SET, TMR_CLEAR_TASK_SET, TMR_LUN_RESET,
                            TMR_LUN_RESET_PRO, Ring)
+from tcmu_rbd.scsi.fast import store_limits
 
 log = logging.getLogger("tcmu_rbd.handler")
 
 READ, WRITE, DONE, FLUSH = scsi.READ, scsi.WRITE, scsi.DONE, scsi.FLUSH
 GOOD, CHECK_CONDITION = scsi.GOOD, scsi.CHECK_CONDITION
 NO_IDS = 65536
-FAST_TAG = 1 << 63  # see rq_drain_ring() in native/rbd_aio.h
 SCRATCH = 1 << 20   # per-step buffer for verify/copy (bounded: never the whole op)
 
 # Malformed ring entries cannot come from a healthy kernel; answer them
@@ -55,9 +55,10 @@ class Handler:
         self._identity = identity
         self._cmds = ring.cmds
         # per cmd_id: the op kind (for the sense of a failed completion); the
-        # generation lives in the C record (c.gen), where rq_take_fast sees it
+        # generation lives in the C record (c.gen), where the engine sees it
         self._kind = ffi.new("uint8_t[]", NO_IDS)
-        self._limits = ffi.new("struct tr_fast *")
+        self._limits = ffi.new("struct engine_fast *")
+        self._lun_limits = self._limits.lim     # a view into _limits
         self._limits.kinds = self._kind
         self._limits.kind_read, self._limits.kind_write = READ, WRITE
         self._steps = {}          # cmd_id -> generator of a multi-step op
@@ -75,25 +76,25 @@ class Handler:
         config once the old one is drained)."""
         self.backend = backend
         backend.on_complete = self._on_complete
-        # A backend that can put plain successful completions straight onto
-        # the ring (rbd, in C) gets those ops tagged with FAST_TAG.
-        self._fast = FAST_TAG if backend.attach_ring(self.ring) else 0
-        # ...and one that can also start plain READ/WRITE in C takes the ring
-        self._taker = backend.fast_taker(self.ring, self._limits) if self._fast else None
+        # A backend the C engine serves (rbd) gets its plain ops tagged with
+        # FAST_TAG, so their successes go straight onto the ring in C; the
+        # engine also starts plain READ/WRITE itself as it takes the ring.
+        engine = self._engine = backend.engine_backend()
+        self._fast = FAST_TAG if engine is not None else 0
+        self._taker = None
+        if engine is not None:
+            engine.attach(self.ring)
+            self._taker = engine.taker(self.ring, self._limits)
 
     def _sync_limits(self) -> None:
-        """What rq_take_fast may start: the LUN as it is now; nothing while a
-        unit attention is pending (parse reports it) or an abort is (the
-        handler must see the id's next use)."""
-        lim, lun = self._limits, self.lun
+        """What the engine may start: what the plain READ/WRITE rule says for
+        the LUN as it is now; nothing while an abort is pending (the handler
+        must see the id's next use)."""
         if self._aborted:
             cmds = self._cmds
             self._aborted = {cid for cid in self._aborted if cmds[cid].outstanding}
-        lim.enabled = not (lun.ua_capacity_changed or self._aborted)
-        lim.num_blocks = lun.num_blocks
-        lim.block_size = lun.block_size
-        lim.max_xfer_blocks = lun.max_xfer_blocks
-        lim.read_only = lun.read_only
+        self._limits.enabled = not self._aborted
+        store_limits(self.lun, self._lun_limits)
 
     # ------------------------------------------------------------ the loop
     def process(self) -> int:
@@ -129,15 +130,14 @@ class Handler:
               idle_timeout: float = 1.0) -> None:
         """Serve until `stopping` is set: wait on the uio fd, the backend's
         completion fd and an optional control fd.  On stop, take no new
-        commands but complete everything in flight.  A backend with a pump
-        (rbd) runs the steady state in C; Python sees only the rest."""
+        commands but complete everything in flight.  A backend the C engine
+        serves (rbd) runs the steady state in C; Python sees only the rest."""
         while not self.stopping:
-            backend = self.backend
-            pump = backend.pump(self.ring, self._limits, uio_fd, control_fd, idle_timeout) \
-                if self._taker is not None else None
-            if pump is None:
+            backend, engine = self.backend, self._engine
+            if engine is None:
                 self._serve_python(uio_fd, control_fd, on_control, idle_timeout)
                 break
+            pump = engine.pump(self.ring, self._limits, backend, uio_fd, control_fd, idle_timeout)
             try:
                 # until stopped, or on_control swapped the backend (reopen)
                 while not self.stopping and self.backend is backend:

@@ -1,29 +1,42 @@
-"""The TCMU command ring, handler side.
+"""The engine's Python face: the TCMU command ring (handler side) and the C
+engine that serves it for an asynchronous backend.
 
 A `Ring` maps one device's shared area (a /dev/uioN, or the emulator's memfd),
 checks the mailbox, takes new entries in batches and completes commands out of
 order with one doorbell per burst.  The byte-level work and the memory
 ordering (acquire load of cmd_head, release store of cmd_tail) live in
-native/tcmu_ring.c; this module is the Python face of it.
+native/ring.c.
 
 After `take()`, `events[0:n]` describe what arrived:
   kind == EV_CMD: a command; its copied CDB and iovecs are in `cmd(cmd_id)`
   kind == EV_TMR: a task management notification; ids in `tmr_ids(event)`
+
+An `EngineBackend` is a backend as native/engine.c sees it: its ops table
+(struct engine_ops), its device and the completion queue its ops complete
+into.  Through it the engine starts plain READ/WRITE as they are taken
+(`taker`), puts their successful completions straight onto the ring, and runs
+the handler loop's steady state in C (`pump`).
+
+Belongs here: everything Python does with the ring and the engine.  Not here:
+what a command means (scsi/), which backend call a command becomes
+(handler.py), any backend's own calls (backends/), the kernel's side
+(lab/tcmu_rbd_lab/emulator.py).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import select
 
 from tcmu_rbd._native import ffi, lib
 
 EV_CMD = lib.TR_EV_CMD
 EV_TMR = lib.TR_EV_TMR
 
-BAD_ENTRY = 1   # entry too short for its iovec count
-BAD_CDB = 2     # CDB outside the entry, or of unknown length
-BAD_IOV = 3     # an iovec outside the data area
+BAD_ENTRY = lib.TR_BAD_ENTRY   # entry too short for its iovec count
+BAD_CDB = lib.TR_BAD_CDB       # CDB outside the entry, or of unknown length
+BAD_IOV = lib.TR_BAD_IOV       # an iovec outside the data area
 
 CAP_OOOC = lib.TCMU_MAILBOX_FLAG_CAP_OOOC
 CAP_READ_LEN = lib.TCMU_MAILBOX_FLAG_CAP_READ_LEN
@@ -41,7 +54,9 @@ TMR_TARGET_WARM_RESET = 6
 TMR_TARGET_COLD_RESET = 7
 TMR_LUN_RESET_PRO = 128
 
-BATCH = 256
+BATCH = 256     # ring events per take
+DRAIN = 256     # completions per drain
+FAST_TAG = lib.engine_fast_tag   # a plain op's tag bit: its success goes onto the ring in C
 
 
 class RingError(Exception):
@@ -88,8 +103,8 @@ class Ring:
     # -- the hot path -----------------------------------------------------
     def take(self, fast=None) -> int:
         """Take up to BATCH new entries; returns how many events arrived.
-        fast(events, max): a backend's taker that starts plain READ/WRITE
-        itself and returns only the rest as events (rq_take_fast)."""
+        fast(events, max): the engine's taker (EngineBackend.taker), which
+        starts plain READ/WRITE itself and returns only the rest as events."""
         n = lib.tr_take(self._r, self.events, BATCH) if fast is None else fast(self.events, BATCH)
         return self.checked(n)
 
@@ -150,7 +165,7 @@ class Ring:
         lib.tr_forget_all(self._r)
 
     def close(self) -> None:
-        if self._r is not None:
+        if getattr(self, "_r", None) is not None:     # (also when __init__ failed)
             lib.tr_close(self._r)
             self._r = None
             self.cmds = None
@@ -160,18 +175,17 @@ class Ring:
 
 
 class UioRing(Ring):
-    """A Ring over /dev/uioN, mapped with the exact size sysfs reports."""
+    """A Ring over a uio node (/dev/uioN), mapped with the size the kernel
+    gives its map (lio.TcmuDevice: ``UioRing(dev.node, dev.map_size())``)."""
 
-    def __init__(self, uio: str, sysfs: str = "/sys/class/uio", dev: str = "/dev"):
-        self.uio = os.path.basename(uio)
-        with open(os.path.join(sysfs, self.uio, "maps", "map0", "size")) as f:
-            size = int(f.read().strip(), 0)
-        fd = os.open(os.path.join(dev, self.uio), os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
+    def __init__(self, node: str, size: int):
+        self.node = node
+        fd = os.open(node, os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
         base = lib.tr_mmap(fd, size)
         if base == ffi.NULL:
             err = ffi.errno
             os.close(fd)
-            raise OSError(err, "mmap of /dev/%s (%d bytes): %s" % (self.uio, size, os.strerror(err)))
+            raise OSError(err, "mmap of %s (%d bytes): %s" % (node, size, os.strerror(err)))
         try:
             super().__init__(base, size, fd)
         except Exception:
@@ -188,3 +202,93 @@ class UioRing(Ring):
         if fd >= 0:
             os.close(fd)
             self.fd = -1
+
+
+class EngineBackend:
+    """A backend as the C engine sees it (struct engine_backend): `ops` (a
+    struct engine_ops *) called with `dev`, and the completion queue `queue`
+    (rq_*) those calls, and the backend's other asynchronous ops, complete
+    into from any thread.  The queue signals `fileno()`."""
+
+    def __init__(self, ops, dev, capacity: int = 65536):
+        """capacity: at least every op the backend can have in flight."""
+        self.queue = lib.rq_create(capacity)
+        if self.queue == ffi.NULL:
+            raise MemoryError("engine completion queue")
+        self.c = ffi.new("struct engine_backend *", {"ops": ops, "dev": dev, "q": self.queue})
+        self._fd = lib.rq_fd(self.queue)
+        self._ring = ffi.NULL   # with a ring, plain successes complete in C
+        self._tags = ffi.new("uint64_t[]", DRAIN)
+        self._rets = ffi.new("int64_t[]", DRAIN)
+        self._extra = ffi.new("uint64_t[]", DRAIN)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def attach(self, ring: Ring) -> None:
+        """From now on a successful op tagged FAST_TAG completes on ring in C."""
+        self._ring = ring._r
+
+    def poll(self, on_complete) -> int:
+        """Deliver every queued completion C did not put on the ring itself
+        to on_complete(tag, ret, extra); returns how many."""
+        total = 0
+        while True:
+            n = lib.rq_drain_ring(self.queue, self._ring, self._tags, self._rets, self._extra, DRAIN)
+            self._deliver(n, on_complete)
+            total += n
+            if n < DRAIN:
+                return total
+
+    def _deliver(self, n: int, on_complete) -> None:
+        tags, rets, extra = self._tags, self._rets, self._extra
+        for i in range(n):
+            on_complete(tags[i], rets[i], extra[i])
+
+    def taker(self, ring: Ring, limits):
+        """For Ring.take: takes new entries, starts the plain READ/WRITE among
+        them through ops (engine_take_fast) within limits (a struct
+        engine_fast the handler keeps current) and returns the other events."""
+        b, r, take = self.c, ring._r, lib.engine_take_fast
+        return lambda events, n: take(b, r, limits, events, n)
+
+    def pump(self, ring: Ring, limits, backend, uio_fd: int, control_fd: int | None,
+             timeout: float) -> "Pump":
+        return Pump(self, ring, limits, backend, uio_fd, control_fd, timeout)
+
+    def close(self) -> None:
+        """After the backend let go of every op (none can complete any more)."""
+        if self.queue is not None:
+            lib.rq_destroy(self.queue)
+            self.queue = None
+
+
+class Pump:
+    """engine_serve: waits on the ring, the backend's completions and the
+    control fd, starts plain READ/WRITE and completes their successes in C; a
+    call returns when the handler has something to do (and after a signal or
+    the timeout)."""
+
+    def __init__(self, engine: EngineBackend, ring: Ring, limits, backend, uio_fd: int,
+                 control_fd: int | None, timeout: float):
+        self._engine, self._ring, self._limits, self._backend = engine, ring, limits, backend
+        self._ep = select.epoll()
+        for fd in (uio_fd, engine.fileno(), control_fd):
+            if fd is not None:
+                self._ep.register(fd, select.EPOLLIN)
+        s = self._s = ffi.new("struct engine_serve_state *")
+        s.epfd, s.uio_fd = self._ep.fileno(), uio_fd
+        s.ctl_fd = -1 if control_fd is None else control_fd
+        s.timeout_ms = int(timeout * 1000)
+
+    def __call__(self) -> tuple[int, bool]:
+        """(ring events for the handler in ring.events, control fd readable)."""
+        e, ring, s = self._engine, self._ring, self._s
+        ring.checked(lib.engine_serve(e.c, ring._r, self._limits, ring.events, BATCH,
+                                      e._tags, e._rets, e._extra, DRAIN, s))
+        if s.completions:
+            e._deliver(s.completions, self._backend.on_complete)
+        return s.events, bool(s.control)
+
+    def close(self) -> None:
+        self._ep.close()

@@ -301,7 +301,7 @@ def test_abort_of_commands_started_in_c(rig):
 
 
 def test_serve_runs_the_steady_state_in_c(rig):
-    """Handler.serve with the rbd backend: rq_serve waits, starts and completes
+    """Handler.serve with the rbd backend: engine_serve waits, starts and completes
     in C; Python sees the other commands and the control fd.  A pipe stands in
     for /dev/uioN (the kernel's event count), the test thread for the kernel."""
     import threading

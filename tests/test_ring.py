@@ -9,7 +9,7 @@ import pytest
 from tcmu_rbd._native import ffi, lib
 from tcmu_rbd.ring import (BAD_CDB, BAD_ENTRY, BAD_IOV, CAP_OOOC, CAP_READ_LEN, CAP_TMR,
                            EV_CMD, EV_TMR, TMR_ABORT_TASK, UFLAG_READ_LEN, UFLAG_UNKNOWN_OP,
-                           Ring, RingError)
+                           Ring, RingError, UioRing)
 from tcmu_rbd_lab.emulator import POISON, Emulator, Full, RingBroken
 
 READ10 = bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0])
@@ -33,6 +33,19 @@ def test_mailbox_is_checked():
         lib.tr_munmap(base, e.size)
     finally:
         e.close()
+
+
+def test_uio_ring_maps_a_node_by_path_and_size(emu):
+    # the emulator's memfd, reopened by path, stands in for /dev/uioN
+    node = "/proc/self/fd/%d" % emu._e.memfd
+    r = UioRing(node, emu.size)
+    assert r.node == node and r.size == emu.size and r.fd >= 0
+    cid = emu.submit(READ10, data_in=512)
+    assert r.take() == 1 and r.events[0].cmd_id == cid and r.cdb(cid) == READ10
+    r.close()
+    assert r.fd == -1 and r.base is None
+    with pytest.raises(FileNotFoundError):
+        UioRing("/nonexistent/uio0", emu.size)
 
 
 def test_capabilities_are_read_from_the_mailbox():

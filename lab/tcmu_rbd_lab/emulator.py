@@ -1,8 +1,9 @@
 """The kernel's side of a TCMU device, in userspace, for tests and benchmarks.
 
-`Emulator` owns a memfd laid out exactly like target_core_user's mapping
-(mailbox, command ring with PAD at the wrap, data area of fixed-size blocks,
-cmd_ids 1..65535, iovecs as offsets).  `submit()` queues a command the way
+`Emulator` (the Python face of native/emulator.c) owns a memfd laid out
+exactly like target_core_user's mapping (mailbox, command ring with PAD at
+the wrap, data area of fixed-size blocks, cmd_ids 1..65535, iovecs as
+offsets).  `submit()` queues a command the way
 queue_cmd_ring() does; `doorbell()` reaps completions the way
 tcmu_handle_completions() does, and sets `broken` exactly when the kernel
 would (an unknown or duplicate cmd_id, a tail that runs away).

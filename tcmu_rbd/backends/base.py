@@ -11,6 +11,7 @@ Each submission produces exactly one completion, delivered by calling
 A backend that completes synchronously calls on_complete before submit
 returns and has `fileno() is None`; an asynchronous one (rbd) queues
 completions and makes `fileno()` readable, and the loop calls `poll()`.
+One with an `engine_backend()` is also served by the C engine.
 A submission that cannot even be started raises nothing: it completes with
 an error like any other.
 """
@@ -37,22 +38,12 @@ class Backend(abc.ABC):
         """Deliver pending completions; returns how many."""
         return 0
 
-    def attach_ring(self, ring) -> bool:
-        """Offer the ring for completing plain successful READ/WRITE/FLUSH
-        without a Python call (ops tagged with handler.FAST_TAG).  Returns
-        True if this backend does that in poll()."""
-        return False
-
-    def fast_taker(self, ring, limits):
-        """None, or a callable(events, max) for Ring.take that takes new ring
-        entries and starts the plain READ/WRITE among them itself (no Python
-        call per command), within limits (a struct tr_fast the handler keeps
-        current); it returns only the other events.  Needs attach_ring."""
-        return None
-
-    def pump(self, ring, limits, uio_fd: int, control_fd: int | None, timeout: float):
-        """None, or a Pump: the handler loop's steady state in C for this
-        backend (see RbdBackend.pump).  Needs fast_taker."""
+    def engine_backend(self):
+        """None, or a ring.EngineBackend: this backend as the C engine sees
+        it (an ops table the engine calls to start plain READ/WRITE itself,
+        and the completion queue that puts plain successes straight onto the
+        ring).  The handler then tags plain ops (READ, WRITE, FLUSH) with
+        ring.FAST_TAG and runs its steady state in C."""
         return None
 
     @abc.abstractmethod

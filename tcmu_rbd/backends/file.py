@@ -1,8 +1,9 @@
 """A LUN in a sparse file: for users without Ceph, and for tests.
 
 I/O goes straight between the file and the ring's data area (preadv/pwritev
-on the command's iovecs, in C).  UNMAP and WRITE SAME with UNMAP punch holes,
-so GET LBA STATUS (SEEK_DATA/SEEK_HOLE) and the file's used size show them.
+on the command's iovecs, in C: native/file_io.c).  UNMAP and WRITE SAME with
+UNMAP punch holes, so GET LBA STATUS (SEEK_DATA/SEEK_HOLE) and the file's
+used size show them.
 Operations complete synchronously: the page cache makes that cheap, and
 FLUSH is an fdatasync.
 """
@@ -48,7 +49,7 @@ class FileBackend(Backend):
     def read(self, tag, iov, cnt, offset, length):
         if self._bad(offset, length):
             return self.on_complete(tag, -errno.EINVAL, 0)
-        n = lib.tr_preadv(self.fd, iov, cnt, offset)
+        n = lib.file_preadv(self.fd, iov, cnt, offset)
         if 0 <= n < length:   # past EOF of a file shorter than the LUN: zeroes
             lib.iov_fill(iov, cnt, n, 0, length - n)
             n = length
@@ -59,7 +60,7 @@ class FileBackend(Backend):
             return self.on_complete(tag, -errno.EROFS, 0)
         if self._bad(offset, length):
             return self.on_complete(tag, -errno.EINVAL, 0)
-        n = lib.tr_pwritev(self.fd, iov, cnt, offset)
+        n = lib.file_pwritev(self.fd, iov, cnt, offset)
         if n >= 0 and fua:
             n = self._sync(n)
         self.on_complete(tag, n if n < 0 or n == length else -errno.EIO, 0)
@@ -79,7 +80,7 @@ class FileBackend(Backend):
             return self.on_complete(tag, -errno.EROFS, 0)
         if self._bad(offset, length):
             return self.on_complete(tag, -errno.EINVAL, 0)
-        self.on_complete(tag, lib.tr_punch_hole(self.fd, offset, length), 0)
+        self.on_complete(tag, lib.file_punch_hole(self.fd, offset, length), 0)
 
     write_zeroes = discard
 

@@ -1,10 +1,16 @@
 """A LUN on a Ceph RBD image, through librbd's asynchronous C API.
 
 Reads and writes go between the image and the ring's data area iovecs with no
-copy in Python (rbd_aio_readv / rbd_aio_writev).  librbd completes on its own
-threads into a C queue that signals an eventfd; `poll()` drains it in batches
-(native/rbd_aio.c).  Each backend has its own rados client, so one image's
-connection trouble stays with its LUN.
+copy in Python (rbd_aio_readv / rbd_aio_writev, native/rbd_aio.c).  librbd
+completes on its own threads into the engine's completion queue, which
+signals an eventfd; `poll()` drains it in batches.  The engine sees the image
+through rbd_aio.c's ops table (`engine_backend()`) and starts plain READ/WRITE
+on it without a Python call.  Each backend has its own rados client, so one
+image's connection trouble stays with its LUN.
+
+Belongs here: opening the image with its options, and this backend's calls.
+Not here: the completion queue and the fast path (ring.EngineBackend,
+native/engine.c), what a command means (scsi/).
 
 rbd_cache is forced off (a completed write is on the OSDs, so FUA and
 SYNCHRONIZE CACHE need no cache flush of ours) and rados_osd_op_timeout is
@@ -15,13 +21,11 @@ of commands that hang.
 from __future__ import annotations
 
 import os
-import select
 
 from tcmu_rbd._native import ffi, lib
 from tcmu_rbd.backends.base import Backend
-from tcmu_rbd.ring import BATCH
+from tcmu_rbd.ring import EngineBackend
 
-DRAIN = 256
 MAX_EXTENTS = 4096
 
 
@@ -60,54 +64,30 @@ class RbdBackend(Backend):
         if d == ffi.NULL:
             raise RbdOpenError(ffi.string(err).decode(errors="replace"))
         self._d = d
-        self._q = lib.rq_create(65536)
-        if self._q == ffi.NULL:
+        try:
+            self._engine = EngineBackend(lib.rbd_dev_engine_ops(), d)
+        except MemoryError:
             lib.rbd_dev_close(d)
-            raise MemoryError("rbd completion queue")
+            raise
+        self._q = self._engine.queue
         self.pool, self.namespace, self.image, self.snapshot = pool, namespace, image, snapshot
         self.name = "rbd:%s/%s%s%s" % (pool, namespace + "/" if namespace else "", image,
                                        "@" + snapshot if snapshot else "")
         self.read_only = snapshot is not None
-        self._tags = ffi.new("uint64_t[]", DRAIN)
-        self._rets = ffi.new("int64_t[]", DRAIN)
-        self._extra = ffi.new("uint64_t[]", DRAIN)
         self._offs = ffi.new("uint64_t[]", MAX_EXTENTS)
         self._lens = ffi.new("uint64_t[]", MAX_EXTENTS)
-        self._fd = lib.rq_fd(self._q)
-        self._ring = ffi.NULL   # with a ring, plain successes complete in C
         self.features = 0
         self.refresh_size()
 
     # ------------------------------------------------------------ completions
     def fileno(self):
-        return self._fd
+        return self._engine.fileno()
 
-    def attach_ring(self, ring) -> bool:
-        self._ring = ring._r
-        return True
-
-    def fast_taker(self, ring, limits):
-        d, q, r, take = self._d, self._q, ring._r, lib.rq_take_fast
-        return lambda events, n: take(d, q, r, limits, events, n)
+    def engine_backend(self):
+        return self._engine
 
     def poll(self) -> int:
-        total = 0
-        while True:
-            n = lib.rq_drain_ring(self._q, self._ring, self._tags, self._rets, self._extra, DRAIN)
-            self._deliver(n)
-            total += n
-            if n < DRAIN:
-                return total
-
-    def _deliver(self, n: int) -> None:
-        """Hand the first n drained completions (those C did not put on the
-        ring itself) to the handler."""
-        done, tags, rets, extra = self.on_complete, self._tags, self._rets, self._extra
-        for i in range(n):
-            done(tags[i], rets[i], extra[i])
-
-    def pump(self, ring, limits, uio_fd, control_fd, timeout):
-        return _Pump(self, ring, limits, uio_fd, control_fd, timeout)
+        return self._engine.poll(self.on_complete)
 
     def _submitted(self, tag, rc):
         # librbd refused the op outright: it completes now, with that error
@@ -179,37 +159,8 @@ class RbdBackend(Backend):
             lib.rbd_dev_close(self._d)     # waits for librbd's in-flight I/O
             self._d = None
             self.poll()                      # deliver what completed meanwhile
-            lib.rq_destroy(self._q)
+            self._engine.close()
             self._q = None
-
-
-class _Pump:
-    """rq_serve: waits on the ring, librbd's completions and the control fd,
-    starts plain READ/WRITE and completes their successes in C; a call returns
-    when the handler has something to do (and after a signal or the timeout)."""
-
-    def __init__(self, backend, ring, limits, uio_fd, control_fd, timeout):
-        self.backend, self._ring, self._limits = backend, ring, limits
-        self._ep = select.epoll()
-        for fd in (uio_fd, backend.fileno(), control_fd):
-            if fd is not None:
-                self._ep.register(fd, select.EPOLLIN)
-        s = self._s = ffi.new("struct tr_serve *")
-        s.epfd, s.uio_fd = self._ep.fileno(), uio_fd
-        s.ctl_fd = -1 if control_fd is None else control_fd
-        s.timeout_ms = int(timeout * 1000)
-
-    def __call__(self) -> tuple[int, bool]:
-        """(ring events for the handler in ring.events, control fd readable)."""
-        b, s = self.backend, self._s
-        self._ring.checked(lib.rq_serve(b._d, b._q, self._ring._r, self._limits, self._ring.events,
-                                        BATCH, b._tags, b._rets, b._extra, DRAIN, s))
-        if s.completions:
-            b._deliver(s.completions)
-        return s.events, bool(s.control)
-
-    def close(self) -> None:
-        self._ep.close()
 
 
 def open_from_config(cfg, default_osd_op_timeout: float = 30) -> RbdBackend:

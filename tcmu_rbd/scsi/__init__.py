@@ -18,6 +18,11 @@ parse() returns a 4-tuple (offsets/lengths in bytes):
   (GET_LBA_STATUS, offset, alloc_len, 0)        then lba_status_data(lun, lba, extents, alloc_len)
   (COPY, [(src_offset, dst_offset, length), ...], 0, 0)
 After the backend completes: io_result(kind, ret, extra) -> (status, sense_or_None).
+
+Modules: cdb (parse: the command table and every answer), fast (the plain
+READ/WRITE(10/16) rule, parse()'s hot path; native/scsi_fast.c is its C twin),
+sense (status, sense data, op kinds), lun (the LUN parse() answers for), pages
+(INQUIRY/VPD, mode pages, capacity and the other data parse() returns).
 """
 
 from .sense import (  # noqa: F401

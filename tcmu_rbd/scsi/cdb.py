@@ -3,12 +3,17 @@
 Pure: no I/O. parse() never raises on hostile CDBs/parameter data; it returns
 either (DONE, status, sense_or_None, data_or_None) or an I/O tuple whose
 offsets/lengths (bytes) lie within the LUN.
+
+Belongs here: the command table and every command's decoding and checks (the
+slow path).  Not here: the plain READ/WRITE(10/16) rule parse() applies first
+(fast.py), sense data and op kinds (sense.py), the data pages (pages.py).
 """
 
 import logging
 import struct
 
-from . import pages
+from . import fast, pages
+from .fast import LBA_LEN10, LBA_LEN16
 from .lun import ALUA_ACTIVE_OPTIMIZED, ALUA_STANDBY, ALUA_STATUS_EXPLICIT_STPG
 from .sense import (
     CAPACITY_CHANGED, COMPARE_AND_WRITE, COPY, COPY_ABORTED, COPY_TARGET_NOT_REACHABLE,
@@ -21,9 +26,7 @@ from .sense import (
 
 log = logging.getLogger(__name__)
 
-_S10 = struct.Struct(">IxH")     # from byte 2: LBA(4), group, TRANSFER LENGTH(2)
-_S12 = struct.Struct(">II")      # from byte 2: LBA(4), TRANSFER LENGTH(4)
-_S16 = struct.Struct(">QI")      # from byte 2: LBA(8), TRANSFER LENGTH(4)
+_LBA_LEN12 = struct.Struct(">II")   # from byte 2: LBA(4), TRANSFER LENGTH(4)
 _BE16 = struct.Struct(">H")
 _BE32 = struct.Struct(">I")
 _BE64 = struct.Struct(">Q")
@@ -32,35 +35,9 @@ _BE64 = struct.Struct(">Q")
 _UA_EXEMPT = frozenset((0x12, 0x03, 0xA0))
 
 
-def parse(cdb, lun, data_len, data_out):
-    """Decode one CDB for lun. See the package docstring for the result tuples."""
-    # ---- hot path: READ/WRITE(10) and (16) that are entirely valid ----------
-    if cdb:
-        op = cdb[0]
-        if op == 0x28 or op == 0x2A:
-            if len(cdb) >= 10 and not cdb[1] & 0xE0:
-                lba, n = _S10.unpack_from(cdb, 2)
-                bs = lun.block_size
-                if (n and n * bs == data_len and n <= lun.max_xfer_blocks
-                        and lba + n <= lun.num_blocks and not lun.ua_capacity_changed):
-                    if op == 0x28:
-                        return (READ, lba * bs, data_len, 0)
-                    if not lun.read_only:
-                        return (WRITE, lba * bs, data_len, (cdb[1] >> 3) & 1)
-        elif op == 0x88 or op == 0x8A:
-            if len(cdb) >= 16 and not cdb[1] & 0xE0:
-                lba, n = _S16.unpack_from(cdb, 2)
-                bs = lun.block_size
-                if (n and n * bs == data_len and n <= lun.max_xfer_blocks
-                        and lba + n <= lun.num_blocks and not lun.ua_capacity_changed):
-                    if op == 0x88:
-                        return (READ, lba * bs, data_len, 0)
-                    if not lun.read_only:
-                        return (WRITE, lba * bs, data_len, (cdb[1] >> 3) & 1)
-    return _parse_slow(cdb, lun, data_len, data_out)
-
-
 def _parse_slow(cdb, lun, data_len, data_out):
+    """Every command the plain READ/WRITE rule (fast.py) does not answer; for
+    a plain one, the same answer as the rule."""
     if not cdb:
         return INVALID_OPCODE
     op = cdb[0]
@@ -78,6 +55,12 @@ def _parse_slow(cdb, lun, data_len, data_out):
     except Exception:   # a bug here must not take the device down
         log.exception("internal error parsing CDB %s", bytes(cdb).hex())
         return INTERNAL_TARGET_FAILURE
+
+
+# The hot path: plain READ/WRITE(10/16) are answered by the rule in fast.py,
+# everything else by the slow path.  parse(cdb, lun, data_len, data_out)
+# returns the tuples of the package docstring.
+parse = fast.or_else(_parse_slow)
 
 
 def _cdb_len(op):
@@ -111,14 +94,11 @@ def _rw(lun, data_len, lba, n, len_field, kind, flag):
     return (kind, lba * bs, n * bs, flag)
 
 
-def _read6(cdb, lun, data_len, data_out):
-    lba = ((cdb[1] & 0x1F) << 16) | (cdb[2] << 8) | cdb[3]
-    return _rw(lun, data_len, lba, cdb[4] or 256, 4, READ, 0)
-
-
-def _write6(cdb, lun, data_len, data_out):
-    lba = ((cdb[1] & 0x1F) << 16) | (cdb[2] << 8) | cdb[3]
-    return _rw(lun, data_len, lba, cdb[4] or 256, 4, WRITE, 0)
+def _make_rw6(kind):
+    def handler(cdb, lun, data_len, data_out):
+        lba = ((cdb[1] & 0x1F) << 16) | (cdb[2] << 8) | cdb[3]
+        return _rw(lun, data_len, lba, cdb[4] or 256, 4, kind, 0)
+    return handler
 
 
 def _make_rw(struct_, len_field, kind):
@@ -244,7 +224,7 @@ def _unmap(cdb, lun, data_len, data_out):
     out = []
     for i in range(ndesc):
         off = 8 + 16 * i
-        lba, n = _S16.unpack_from(par, off)
+        lba, n = LBA_LEN16.unpack_from(par, off)
         if lba + n > end:
             return LBA_OUT_OF_RANGE
         total += n
@@ -278,7 +258,7 @@ def _format_unit(cdb, lun, data_len, data_out):
 
 
 # ---- emulated commands ---------------------------------------------------------------------
-def _test_unit_ready(cdb, lun, data_len, data_out):
+def _good(cdb, lun, data_len, data_out):      # TEST UNIT READY, PREVENT ALLOW MEDIUM REMOVAL
     return GOOD_RESULT
 
 
@@ -312,97 +292,81 @@ def _start_stop(cdb, lun, data_len, data_out):
     return GOOD_RESULT
 
 
-def _prevent_allow(cdb, lun, data_len, data_out):
-    return GOOD_RESULT
-
-
 def _read_capacity10(cdb, lun, data_len, data_out):
     return (DONE, GOOD, None, pages.read_capacity10(lun))
 
 
-def _mode_sense(cdb, lun, ten):
-    pc = cdb[2] >> 6
-    page = cdb[2] & 0x3F
-    sub = cdb[3]
-    alloc = _BE16.unpack_from(cdb, 7)[0] if ten else cdb[4]
-    if pc == 3:
-        return SAVING_NOT_SUPPORTED
-    if page == 0x3F:
-        if sub not in (0x00, 0xFF):
-            return invalid_cdb(3)
-        body = b"".join(pages.mode_page(lun, code, pc) for code in sorted(pages.MODE_PAGES))
-    elif page in pages.MODE_PAGES:
-        if sub not in (0x00, 0xFF):
-            return invalid_cdb(3)
-        body = pages.mode_page(lun, page, pc)
-    else:
-        return invalid_cdb(2, 5)
-    dev_spec = (0x80 if lun.read_only else 0) | 0x10          # WP, DPOFUA
-    if ten:
-        hdr = _BE16.pack(len(body) + 6) + bytes((0, dev_spec, 0, 0, 0, 0))
-    else:
-        hdr = bytes((len(body) + 3, 0, dev_spec, 0))
-    return _done(hdr + body, alloc)
+def _make_mode_sense(ten):
+    def handler(cdb, lun, data_len, data_out):
+        pc = cdb[2] >> 6
+        page = cdb[2] & 0x3F
+        sub = cdb[3]
+        alloc = _BE16.unpack_from(cdb, 7)[0] if ten else cdb[4]
+        if pc == 3:
+            return SAVING_NOT_SUPPORTED
+        if page == 0x3F:
+            if sub not in (0x00, 0xFF):
+                return invalid_cdb(3)
+            body = b"".join(pages.mode_page(lun, code, pc) for code in sorted(pages.MODE_PAGES))
+        elif page in pages.MODE_PAGES:
+            if sub not in (0x00, 0xFF):
+                return invalid_cdb(3)
+            body = pages.mode_page(lun, page, pc)
+        else:
+            return invalid_cdb(2, 5)
+        dev_spec = (0x80 if lun.read_only else 0) | 0x10          # WP, DPOFUA
+        if ten:
+            hdr = _BE16.pack(len(body) + 6) + bytes((0, dev_spec, 0, 0, 0, 0))
+        else:
+            hdr = bytes((len(body) + 3, 0, dev_spec, 0))
+        return _done(hdr + body, alloc)
+    return handler
 
 
-def _mode_sense6(cdb, lun, data_len, data_out):
-    return _mode_sense(cdb, lun, False)
-
-
-def _mode_sense10(cdb, lun, data_len, data_out):
-    return _mode_sense(cdb, lun, True)
-
-
-def _mode_select(cdb, lun, data_len, data_out, ten):
-    b1 = cdb[1]
-    if b1 & 0x01:                           # SP: no savable pages
-        return invalid_cdb(1, 0)
-    plen = _BE16.unpack_from(cdb, 7)[0] if ten else cdb[4]
-    if plen == 0:
+def _make_mode_select(ten):
+    def handler(cdb, lun, data_len, data_out):
+        b1 = cdb[1]
+        if b1 & 0x01:                           # SP: no savable pages
+            return invalid_cdb(1, 0)
+        plen = _BE16.unpack_from(cdb, 7)[0] if ten else cdb[4]
+        if plen == 0:
+            return GOOD_RESULT
+        if not b1 & 0x10:                       # PF: only SPC-format pages
+            return invalid_cdb(1, 4)
+        hlen = 8 if ten else 4
+        par = _param_data(data_out, min(plen, data_len))
+        if len(par) < hlen:
+            return PARAM_LIST_LENGTH_ERROR
+        bdlen = _BE16.unpack_from(par, 6)[0] if ten else par[3]
+        if bdlen % 8:
+            return invalid_param(hlen - 1)
+        if hlen + bdlen > len(par):
+            return PARAM_LIST_LENGTH_ERROR
+        for pos in range(hlen, hlen + bdlen, 8):
+            blen = int.from_bytes(par[pos + 5:pos + 8], "big")
+            if blen != lun.block_size:
+                return invalid_param(pos + 5)
+        pos = hlen + bdlen
+        n = len(par)
+        while pos < n:
+            if pos + 2 > n:
+                return PARAM_LIST_LENGTH_ERROR
+            code = par[pos] & 0x3F
+            if par[pos] & 0x40:                 # SPF: we have no subpages
+                return invalid_param(pos, 6)
+            if code not in pages.MODE_PAGES:
+                return invalid_param(pos, 5)
+            cur = pages.mode_page(lun, code)
+            if par[pos + 1] != cur[1]:
+                return invalid_param(pos + 1)
+            if pos + len(cur) > n:
+                return PARAM_LIST_LENGTH_ERROR
+            for i in range(2, len(cur)):        # nothing is changeable: must be identical
+                if par[pos + i] != cur[i]:
+                    return invalid_param(pos + i)
+            pos += len(cur)
         return GOOD_RESULT
-    if not b1 & 0x10:                       # PF: only SPC-format pages
-        return invalid_cdb(1, 4)
-    hlen = 8 if ten else 4
-    par = _param_data(data_out, min(plen, data_len))
-    if len(par) < hlen:
-        return PARAM_LIST_LENGTH_ERROR
-    bdlen = _BE16.unpack_from(par, 6)[0] if ten else par[3]
-    if bdlen % 8:
-        return invalid_param(hlen - 1)
-    if hlen + bdlen > len(par):
-        return PARAM_LIST_LENGTH_ERROR
-    for pos in range(hlen, hlen + bdlen, 8):
-        blen = int.from_bytes(par[pos + 5:pos + 8], "big")
-        if blen != lun.block_size:
-            return invalid_param(pos + 5)
-    pos = hlen + bdlen
-    n = len(par)
-    while pos < n:
-        if pos + 2 > n:
-            return PARAM_LIST_LENGTH_ERROR
-        code = par[pos] & 0x3F
-        if par[pos] & 0x40:                 # SPF: we have no subpages
-            return invalid_param(pos, 6)
-        if code not in pages.MODE_PAGES:
-            return invalid_param(pos, 5)
-        cur = pages.mode_page(lun, code)
-        if par[pos + 1] != cur[1]:
-            return invalid_param(pos + 1)
-        if pos + len(cur) > n:
-            return PARAM_LIST_LENGTH_ERROR
-        for i in range(2, len(cur)):        # nothing is changeable: must be identical
-            if par[pos + i] != cur[i]:
-                return invalid_param(pos + i)
-        pos += len(cur)
-    return GOOD_RESULT
-
-
-def _mode_select6(cdb, lun, data_len, data_out):
-    return _mode_select(cdb, lun, data_len, data_out, False)
-
-
-def _mode_select10(cdb, lun, data_len, data_out):
-    return _mode_select(cdb, lun, data_len, data_out, True)
+    return handler
 
 
 def _service_action_in16(cdb, lun, data_len, data_out):
@@ -588,40 +552,40 @@ def _receive_copy_results(cdb, lun, data_len, data_out):
 
 # ---- dispatch table ---------------------------------------------------------------------------------
 _HANDLERS = {
-    0x00: _test_unit_ready,
+    0x00: _good,
     0x03: _request_sense,
     0x04: _format_unit,
-    0x08: _read6,
-    0x0A: _write6,
+    0x08: _make_rw6(READ),
+    0x0A: _make_rw6(WRITE),
     0x12: _inquiry,
-    0x15: _mode_select6,
-    0x1A: _mode_sense6,
+    0x15: _make_mode_select(False),
+    0x1A: _make_mode_sense(False),
     0x1B: _start_stop,
-    0x1E: _prevent_allow,
+    0x1E: _good,
     0x25: _read_capacity10,
-    0x28: _make_rw(_S10, 7, READ),
-    0x2A: _make_rw(_S10, 7, WRITE),
-    0x2E: _make_rw(_S10, 7, WRITE_VERIFY),
-    0x2F: _make_verify(_S10, 7),
-    0x35: _make_sync(_S10),
-    0x41: _make_write_same(_S10, 7, False),
+    0x28: _make_rw(LBA_LEN10, 7, READ),
+    0x2A: _make_rw(LBA_LEN10, 7, WRITE),
+    0x2E: _make_rw(LBA_LEN10, 7, WRITE_VERIFY),
+    0x2F: _make_verify(LBA_LEN10, 7),
+    0x35: _make_sync(LBA_LEN10),
+    0x41: _make_write_same(LBA_LEN10, 7, False),
     0x42: _unmap,
-    0x55: _mode_select10,
-    0x5A: _mode_sense10,
+    0x55: _make_mode_select(True),
+    0x5A: _make_mode_sense(True),
     0x83: _extended_copy,
     0x84: _receive_copy_results,
-    0x88: _make_rw(_S16, 10, READ),
+    0x88: _make_rw(LBA_LEN16, 10, READ),
     0x89: _compare_and_write,
-    0x8A: _make_rw(_S16, 10, WRITE),
-    0x8E: _make_rw(_S16, 10, WRITE_VERIFY),
-    0x8F: _make_verify(_S16, 10),
-    0x91: _make_sync(_S16),
-    0x93: _make_write_same(_S16, 10, True),
+    0x8A: _make_rw(LBA_LEN16, 10, WRITE),
+    0x8E: _make_rw(LBA_LEN16, 10, WRITE_VERIFY),
+    0x8F: _make_verify(LBA_LEN16, 10),
+    0x91: _make_sync(LBA_LEN16),
+    0x93: _make_write_same(LBA_LEN16, 10, True),
     0x9E: _service_action_in16,
     0xA3: _maintenance_in,
     0xA4: _maintenance_out,
-    0xA8: _make_rw(_S12, 6, READ),
-    0xAA: _make_rw(_S12, 6, WRITE),
+    0xA8: _make_rw(_LBA_LEN12, 6, READ),
+    0xAA: _make_rw(_LBA_LEN12, 6, WRITE),
 }
 
 _TABLE = [None] * 256

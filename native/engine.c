@@ -1,0 +1,232 @@
+/*
+ * The engine: completion queue, fast take, serve; see engine.h.
+ *
+ * Belongs here: the loop that moves plain commands between the ring and a
+ * backend through struct engine_ops, and completions back onto the ring.
+ * Not here: any backend's calls (rbd_aio.c), the SCSI rule (scsi_fast.c:
+ * the engine only asks it), the ring protocol (ring.c).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+
+#include "ring.h"
+#include "scsi_fast.h"
+#include "engine.h"
+
+const uint64_t engine_fast_tag = 1ULL << 63;
+
+struct rq {
+    int efd;
+    pthread_mutex_t lock;
+    uint32_t cap, rd, n;
+    uint64_t *tags;
+    int64_t *rets;
+    uint64_t *extra;
+};
+
+/* ================================================================ completion queue */
+
+struct rq *rq_create(uint32_t capacity)
+{
+    struct rq *q = calloc(1, sizeof(*q));
+    if (!q)
+        return NULL;
+    q->cap = capacity;
+    q->tags = calloc(capacity, sizeof(*q->tags));
+    q->rets = calloc(capacity, sizeof(*q->rets));
+    q->extra = calloc(capacity, sizeof(*q->extra));
+    q->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (!q->tags || !q->rets || !q->extra || q->efd < 0) {
+        rq_destroy(q);
+        return NULL;
+    }
+    pthread_mutex_init(&q->lock, NULL);
+    return q;
+}
+
+void rq_destroy(struct rq *q)
+{
+    if (!q)
+        return;
+    if (q->efd >= 0)
+        close(q->efd);
+    free(q->tags);
+    free(q->rets);
+    free(q->extra);
+    free(q);
+}
+
+int rq_fd(struct rq *q) { return q->efd; }
+
+uint32_t rq_pending(struct rq *q)
+{
+    uint32_t n;
+    pthread_mutex_lock(&q->lock);
+    n = q->n;
+    pthread_mutex_unlock(&q->lock);
+    return n;
+}
+
+void rq_push(struct rq *q, uint64_t tag, int64_t ret, uint64_t extra)
+{
+    int was_empty;
+    pthread_mutex_lock(&q->lock);
+    /* Capacity is sized by the caller for every op it can have in flight. */
+    if (q->n < q->cap) {
+        uint32_t i = (q->rd + q->n) % q->cap;
+        q->tags[i] = tag;
+        q->rets[i] = ret;
+        q->extra[i] = extra;
+        q->n++;
+    }
+    was_empty = q->n == 1;
+    pthread_mutex_unlock(&q->lock);
+    if (was_empty) {
+        uint64_t one = 1;
+        ssize_t w = write(q->efd, &one, sizeof(one));
+        (void)w;
+    }
+}
+
+static int drain(struct rq *q, struct tr_ring *r, uint64_t *tags, int64_t *rets, uint64_t *extra, int max)
+{
+    uint64_t v;
+    int n = 0;
+    ssize_t rd = read(q->efd, &v, sizeof(v));   /* clear the event first */
+    (void)rd;
+    pthread_mutex_lock(&q->lock);
+    while (q->n && n < max) {
+        uint64_t tag = q->tags[q->rd];
+        int64_t ret = q->rets[q->rd];
+        uint64_t ext = q->extra[q->rd];
+        q->rd = (q->rd + 1) % q->cap;
+        q->n--;
+        if (r && (tag & engine_fast_tag) && ret >= 0) {
+            struct tr_cmd *c = &r->cmds[tag & 0xFFFF];
+            if (c->outstanding && c->gen == (uint32_t)(tag >> 16)) {
+                tr_complete(r, (uint16_t)(tag & 0xFFFF), 0, NULL, 0, 0, 0);
+                continue;
+            }
+        }
+        tags[n] = tag;
+        rets[n] = ret;
+        extra[n] = ext;
+        n++;
+    }
+    /* more left than the caller took: keep the fd readable */
+    if (q->n) {
+        uint64_t one = 1;
+        ssize_t w = write(q->efd, &one, sizeof(one));
+        (void)w;
+    }
+    pthread_mutex_unlock(&q->lock);
+    return n;
+}
+
+int rq_drain(struct rq *q, uint64_t *tags, int64_t *rets, uint64_t *extra, int max)
+{
+    return drain(q, NULL, tags, rets, extra, max);
+}
+
+int rq_drain_ring(struct rq *q, struct tr_ring *r, uint64_t *tags, int64_t *rets, uint64_t *extra, int max)
+{
+    return drain(q, r, tags, rets, extra, max);
+}
+
+/* ================================================================ take and start */
+
+/* Start cmd_id through the backend's ops if the rule says it is plain: 0, else -1. */
+static int fast_start(const struct engine_backend *b, struct tr_ring *r,
+                      struct engine_fast *f, uint16_t id)
+{
+    struct tr_cmd *c = &r->cmds[id];
+    struct scsi_fast_io io;
+    uint64_t tag;
+    uint32_t gen;
+    int dir, rc;
+
+    if (c->bad)
+        return -1;
+    dir = scsi_fast_decide(c->cdb, c->cdb_len, c->data_len, &f->lim, &io);
+    if (dir == SCSI_FAST_NO)
+        return -1;
+    gen = c->gen + 1;
+    c->gen = gen;   /* before the submission: its completion is checked against it */
+    tag = engine_fast_tag | (uint64_t)gen << 16 | id;
+    if (dir == SCSI_FAST_WRITE)
+        rc = b->ops->writev(b->dev, b->q, tag, c->iov, c->iov_cnt, io.offset, io.fua);
+    else
+        rc = b->ops->readv(b->dev, b->q, tag, c->iov, c->iov_cnt, io.offset);
+    if (rc < 0) {
+        c->gen = gen - 1;   /* the handler starts it again and reports the error */
+        return -1;
+    }
+    f->kinds[id] = dir == SCSI_FAST_WRITE ? f->kind_write : f->kind_read;
+    f->started++;
+    return 0;
+}
+
+int engine_take_fast(const struct engine_backend *b, struct tr_ring *r, struct engine_fast *f,
+                     struct tr_event *ev, int max)
+{
+    int kept = 0;
+
+    while (kept < max) {
+        int base = kept, space = max - kept, n = tr_take(r, ev + base, space), i;
+        if (n < 0)
+            return kept ? kept : n;
+        for (i = 0; i < n; i++) {
+            struct tr_event *e = &ev[base + i];
+            if (f->enabled && e->kind == TR_EV_CMD && fast_start(b, r, f, e->cmd_id) == 0)
+                continue;
+            ev[kept++] = *e;
+        }
+        if (n < space)      /* the ring is empty (or every slot is in use) */
+            break;
+    }
+    return kept;
+}
+
+/* ================================================================ serve */
+
+int engine_serve(const struct engine_backend *b, struct tr_ring *r, struct engine_fast *f,
+                 struct tr_event *ev, int max_ev, uint64_t *tags, int64_t *rets,
+                 uint64_t *extra, int max_c, struct engine_serve_state *s)
+{
+    struct epoll_event pe[4];
+
+    s->events = s->completions = s->control = 0;
+    for (;;) {
+        int n = engine_take_fast(b, r, f, ev, max_ev), c, k, m, i;
+        if (n < 0)
+            return n;
+        c = drain(b->q, r, tags, rets, extra, max_c);
+        k = tr_kick(r);
+        if (k < 0)
+            return k;
+        if (n || c || s->control) {
+            s->events = n;
+            s->completions = c;
+            return 0;
+        }
+        m = epoll_wait(s->epfd, pe, 4, s->timeout_ms);
+        if (m < 0)
+            return errno == EINTR ? 0 : -errno;   /* a signal: the handler looks */
+        if (m == 0)
+            return 0;
+        for (i = 0; i < m; i++) {
+            if (pe[i].data.fd == s->uio_fd) {
+                uint32_t cnt;
+                ssize_t rd = read(s->uio_fd, &cnt, sizeof(cnt));   /* the kernel's event count */
+                (void)rd;
+            } else if (pe[i].data.fd == s->ctl_fd) {
+                s->control = 1;
+            }
+        }
+    }
+}

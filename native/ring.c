@@ -1,0 +1,311 @@
+/*
+ * The TCMU ring, handler side; see ring.h.
+ *
+ * Belongs here: mapping, taking entries (with the checks that keep a hostile
+ * or corrupt ring from making us touch memory outside our data area),
+ * completing out of order, the doorbell.  Not here: the kernel's side
+ * (emulator.c), iovec copies (iovec.c), anything about SCSI or I/O.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/mman.h>
+
+#include "tcmu_abi.h"
+#include "ring.h"
+
+/* Length of a CDB from its group code (SPC-4 4.2.5); 0 when unknown. */
+static uint32_t cdb_length(const uint8_t *cdb, uint32_t avail)
+{
+    switch (cdb[0] >> 5) {
+    case 0: return 6;
+    case 1: case 2: return 10;
+    case 4: return 16;
+    case 5: return 12;
+    case 3:
+        if (cdb[0] == 0x7f) {
+            if (avail < 8) return 0;
+            return 8u + cdb[7];
+        }
+        return 0;
+    default: /* vendor specific: take what fits, at most 16 */
+        return avail < 16 ? avail : 16;
+    }
+}
+
+void *tr_mmap(int fd, uint64_t size)
+{
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+int tr_munmap(void *addr, uint64_t size)
+{
+    return munmap(addr, size) ? -errno : 0;
+}
+
+struct tr_ring *tr_open(void *base, uint64_t size, int fd)
+{
+    const struct tcmu_mailbox *mb = base;
+    struct tr_ring *r;
+
+    if (size < sizeof(*mb) || mb->version != TCMU_MAILBOX_VERSION) {
+        errno = EPROTO;
+        return NULL;
+    }
+    if (mb->cmdr_off < sizeof(*mb) || mb->cmdr_size < 512 || mb->cmdr_size % 8 ||
+        (uint64_t)mb->cmdr_off + mb->cmdr_size > size) {
+        errno = EPROTO;
+        return NULL;
+    }
+    r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->cmds = calloc(TCMU_IDS, sizeof(*r->cmds));
+    r->slots = calloc(TCMU_IDS, sizeof(*r->slots));
+    r->tmr_ids = calloc(TCMU_IDS, sizeof(*r->tmr_ids));
+    if (!r->cmds || !r->slots || !r->tmr_ids) {
+        tr_close(r);
+        errno = ENOMEM;
+        return NULL;
+    }
+    r->base = base;
+    r->size = size;
+    r->cmdr_off = mb->cmdr_off;
+    r->cmdr_size = mb->cmdr_size;
+    r->data_off = (uint64_t)mb->cmdr_off + mb->cmdr_size;
+    r->version = mb->version;
+    r->flags = mb->flags;
+    r->fd = fd;
+    r->next = load_acquire(r->base, MB_TAIL_OFF) % r->cmdr_size;
+    return r;
+}
+
+void tr_close(struct tr_ring *r)
+{
+    if (!r)
+        return;
+    if (r->cmds)
+        for (uint32_t i = 0; i < TCMU_IDS; i++)
+            free(r->cmds[i].iov);
+    free(r->cmds);
+    free(r->slots);
+    free(r->tmr_ids);
+    free(r);
+}
+
+uint32_t tr_load_head(struct tr_ring *r) { return load_acquire(r->base, MB_HEAD_OFF); }
+uint32_t tr_load_tail(struct tr_ring *r) { return load_acquire(r->base, MB_TAIL_OFF); }
+
+/* Forget every outstanding command and resynchronise with the mailbox:
+ * after action/reset_ring the kernel has failed them and zeroed head/tail. */
+void tr_forget_all(struct tr_ring *r)
+{
+    for (uint32_t i = 0; i < TCMU_IDS; i++)
+        r->cmds[i].outstanding = 0;
+    r->slot_rd = r->slot_n = 0;
+    r->outstanding = 0;
+    r->dirty = 0;
+    r->next = load_acquire(r->base, MB_TAIL_OFF) % r->cmdr_size;
+}
+
+/* Copy one CMD entry's CDB and iovecs out of the ring into cmds[id]. */
+static void take_cmd(struct tr_ring *r, uint32_t off, uint32_t len, uint16_t id)
+{
+    struct tcmu_cmd_entry *ent = (void *)(r->base + r->cmdr_off + off);
+    struct tr_cmd *c = &r->cmds[id];
+    uint64_t ent_start = (uint64_t)r->cmdr_off + off, ent_end = ent_start + len;
+    uint64_t total, cdb_off, cdb_len, avail;
+
+    c->bad = 0;
+    c->iov_cnt = c->bidi_cnt = 0;
+    c->data_len = 0;
+    c->cdb_len = 0;
+    memset(c->cdb, 0, sizeof(c->cdb));
+    if (len < REQ_IOV_OFF) {
+        c->bad = TR_BAD_ENTRY;
+        return;
+    }
+    total = (uint64_t)ent->req.iov_cnt + ent->req.iov_bidi_cnt + ent->req.iov_dif_cnt;
+    if (REQ_IOV_OFF + 16 * total > len) {
+        c->bad = TR_BAD_ENTRY;
+        return;
+    }
+    /* The kernel writes the CDB inside the entry, after the iovecs. */
+    cdb_off = ent->req.cdb_off;
+    if (cdb_off < ent_start + REQ_IOV_OFF + 16 * total || cdb_off >= ent_end) {
+        c->bad = TR_BAD_CDB;
+        return;
+    }
+    avail = ent_end - cdb_off;
+    if (avail > sizeof(c->cdb))
+        avail = sizeof(c->cdb);
+    cdb_len = cdb_length(r->base + cdb_off, avail);
+    if (cdb_len == 0 || cdb_len > avail) {
+        /* keep what we can see so the SCSI layer can name the opcode */
+        memcpy(c->cdb, r->base + cdb_off, avail < 16 ? avail : 16);
+        c->cdb_len = avail < 16 ? avail : 16;
+        c->bad = TR_BAD_CDB;
+        return;
+    }
+    memcpy(c->cdb, r->base + cdb_off, cdb_len);
+    c->cdb_len = (uint8_t)cdb_len;
+
+    if (total > c->iov_cap) {
+        struct iovec *n = realloc(c->iov, total * sizeof(*n));
+        if (!n) {
+            c->bad = TR_BAD_ENTRY;
+            return;
+        }
+        c->iov = n;
+        c->iov_cap = (uint32_t)total;
+    }
+    for (uint32_t i = 0; i < total; i++) {
+        uint64_t b = (uint64_t)(uintptr_t)ent->req.iov[i].iov_base;
+        uint64_t l = ent->req.iov[i].iov_len;
+        /* Only ever touch our own mapping's data area. */
+        if (b < r->data_off || b > r->size || l > r->size - b) {
+            c->bad = TR_BAD_IOV;
+            return;
+        }
+        c->iov[i].iov_base = r->base + b;
+        c->iov[i].iov_len = l;
+        if (i < ent->req.iov_cnt)
+            c->data_len += l;
+    }
+    c->iov_cnt = ent->req.iov_cnt;
+    c->bidi_cnt = ent->req.iov_bidi_cnt;
+}
+
+/*
+ * Take new entries between the consume cursor and cmd_head.  CMD entries
+ * become outstanding commands (their slots are queued for out-of-order
+ * completion), TMR entries are reported, PAD is skipped, anything else gets
+ * UNKNOWN_OP.  Returns the number of events, or -EPROTO if the ring itself is
+ * corrupt (an entry that would run past the end of the ring).
+ */
+int tr_take(struct tr_ring *r, struct tr_event *ev, int max)
+{
+    uint32_t head = load_acquire(r->base, MB_HEAD_OFF);
+    int n = 0;
+
+    r->tmr_used = 0;
+    if (head >= r->cmdr_size || head % 8)
+        return -EPROTO;
+    while (r->next != head && n < max) {
+        uint32_t off = r->next;
+        struct tcmu_cmd_entry_hdr *h = (void *)(r->base + r->cmdr_off + off);
+        uint32_t len = tcmu_hdr_get_len(h->len_op);
+        uint32_t op = tcmu_hdr_get_op(h->len_op);
+
+        if (len < sizeof(*h) || len % 8 || len > r->cmdr_size - off)
+            return n ? n : -EPROTO;
+        if (op == TCMU_OP_CMD) {
+            uint16_t id = h->cmd_id;
+            if (r->slot_n >= TCMU_IDS)
+                break;
+            take_cmd(r, off, len, id);
+            if (!r->cmds[id].outstanding)
+                r->outstanding++;
+            r->cmds[id].outstanding = 1;
+            r->slots[(r->slot_rd + r->slot_n) % TCMU_IDS] = off;
+            r->slot_n++;
+            ev[n].kind = TR_EV_CMD;
+            ev[n].cmd_id = id;
+            ev[n].tmr_type = 0;
+            ev[n].tmr_first = ev[n].tmr_count = 0;
+            n++;
+        } else if (op == TCMU_OP_TMR) {
+            struct tcmu_tmr_entry *t = (void *)h;
+            uint32_t cnt = 0;
+            if (len >= TMR_IDS_OFF) {
+                cnt = t->cmd_cnt;
+                if (cnt > (len - TMR_IDS_OFF) / 2)
+                    cnt = (len - TMR_IDS_OFF) / 2;
+            }
+            if (r->tmr_used + cnt > TCMU_IDS)
+                break;
+            ev[n].kind = TR_EV_TMR;
+            ev[n].cmd_id = 0;
+            ev[n].tmr_type = len >= TMR_IDS_OFF ? t->tmr_type : 0;
+            ev[n].tmr_first = r->tmr_used;
+            ev[n].tmr_count = cnt;
+            for (uint32_t i = 0; i < cnt; i++)
+                r->tmr_ids[r->tmr_used++] = t->cmd_ids[i];
+            n++;
+        } else if (op != TCMU_OP_PAD) {
+            h->uflags |= TCMU_UFLAG_UNKNOWN_OP;
+        }
+        r->next = (off + len) % r->cmdr_size;
+    }
+    /* Nothing left to complete in front of the cursor: release PAD/TMR space. */
+    if (r->slot_n == 0 && load_acquire(r->base, MB_TAIL_OFF) != r->next) {
+        store_release(r->base, MB_TAIL_OFF, r->next);
+        r->dirty = 1;
+    }
+    return n;
+}
+
+/*
+ * Complete cmd_id out of order: the response goes into the oldest CMD slot
+ * not yet reused (the kernel reaps by the cmd_id it finds there), then
+ * cmd_tail moves past it and past any PAD/TMR up to the next such slot.
+ * Returns 0, or -ENOENT for an id that is not outstanding (dropped: a second
+ * completion would break the ring).
+ */
+int tr_complete(struct tr_ring *r, uint16_t cmd_id, uint8_t status,
+                const uint8_t *sense, uint32_t sense_len,
+                uint8_t uflags, uint32_t read_len)
+{
+    struct tcmu_cmd_entry *ent;
+    uint32_t off, tail;
+
+    if (!r->cmds[cmd_id].outstanding || r->slot_n == 0) {
+        r->dropped++;
+        return -ENOENT;
+    }
+    off = r->slots[r->slot_rd];
+    ent = (void *)(r->base + r->cmdr_off + off);
+    ent->hdr.cmd_id = cmd_id;
+    ent->hdr.uflags = uflags;
+    ent->rsp.scsi_status = status;
+    ent->rsp.read_len = (uflags & TCMU_UFLAG_READ_LEN) ? read_len : 0;
+    if (status == 0x02) { /* CHECK CONDITION */
+        if (sense_len > TCMU_SENSE_BUFFERSIZE)
+            sense_len = TCMU_SENSE_BUFFERSIZE;
+        if (sense_len)
+            memcpy(ent->rsp.sense_buffer, sense, sense_len);
+        memset(ent->rsp.sense_buffer + sense_len, 0, TCMU_SENSE_BUFFERSIZE - sense_len);
+    }
+    r->cmds[cmd_id].outstanding = 0;
+    r->outstanding--;
+    r->slot_rd = (r->slot_rd + 1) % TCMU_IDS;
+    r->slot_n--;
+    tail = r->slot_n ? r->slots[r->slot_rd] : r->next;
+    store_release(r->base, MB_TAIL_OFF, tail);
+    r->dirty = 1;
+    r->completions++;
+    return 0;
+}
+
+/* One doorbell for a whole burst of completions.  Returns 1 if the tail had
+ * moved (and, with an fd, the 4-byte write was made), 0 if there was nothing
+ * to tell, -errno on a failed write. */
+int tr_kick(struct tr_ring *r)
+{
+    uint32_t zero = 0;
+    ssize_t w;
+
+    if (!r->dirty)
+        return 0;
+    r->dirty = 0;
+    r->doorbells++;
+    if (r->fd < 0)
+        return 1;
+    do {
+        w = write(r->fd, &zero, sizeof(zero));
+    } while (w < 0 && errno == EINTR);
+    return w < 0 ? -errno : 1;
+}

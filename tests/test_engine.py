@@ -1,0 +1,228 @@
+"""The C engine (native/engine.c) over a backend it knows only by its ops
+table: here a table of Python callbacks standing in for librbd, so the take,
+start, complete and serve paths are tested without Ceph (tests/test_rbd_backend.py
+runs them on librbd)."""
+
+import errno
+import os
+import select
+import struct
+import threading
+
+import pytest
+
+from tcmu_rbd import scsi
+from tcmu_rbd._native import ffi, lib
+from tcmu_rbd.backends.memory import MemoryBackend
+from tcmu_rbd.ring import EV_CMD, EV_TMR, FAST_TAG, TMR_ABORT_TASK, EngineBackend
+from tcmu_rbd.scsi.fast import store_limits
+from tcmu_rbd_lab.emulator import Emulator
+from tcmu_rbd_lab.rig import Rig
+
+BS = 512
+READV = "int(void *, struct rq *, uint64_t, const struct iovec *, uint32_t, uint64_t)"
+WRITEV = "int(void *, struct rq *, uint64_t, const struct iovec *, uint32_t, uint64_t, int)"
+
+
+def rw16(op, lba, n, b1=0):
+    return struct.pack(">BBQIBB", op, b1, lba, n, 0, 0)
+
+
+class CallbackOps:
+    """struct engine_ops calling back into Python: records each call and
+    completes it at once (rq_push) with `ret`, or refuses it with `refuse`."""
+
+    def __init__(self, ret=None, refuse=0):
+        self.calls = []
+        self.ret, self.refuse = ret, refuse
+        self._readv = ffi.callback(READV, self._on_readv)
+        self._writev = ffi.callback(WRITEV, self._on_writev)
+        self.table = ffi.new("struct engine_ops *", {"readv": self._readv, "writev": self._writev})
+
+    def _start(self, kind, q, tag, iov, cnt, off, fua):
+        self.calls.append((kind, tag, off, fua, sum(iov[i].iov_len for i in range(cnt))))
+        if self.refuse:
+            return self.refuse
+        lib.rq_push(q, tag, self.ret if self.ret is not None else 0, 0)
+        return 0
+
+    def _on_readv(self, dev, q, tag, iov, cnt, off):
+        return self._start("read", q, tag, iov, cnt, off, 0)
+
+    def _on_writev(self, dev, q, tag, iov, cnt, off, fua):
+        return self._start("write", q, tag, iov, cnt, off, fua)
+
+
+@pytest.fixture
+def emu():
+    e = Emulator(cmdr_size=64 * 1024, data_blocks=1024)
+    yield e
+    e.close()
+
+
+def engine_for(ring, ops, lun):
+    eb = EngineBackend(ops.table, ffi.NULL, capacity=1024)
+    eb.attach(ring)
+    kinds = ffi.new("uint8_t[]", 65536)
+    lim = ffi.new("struct engine_fast *")
+    lim.kinds, lim.kind_read, lim.kind_write, lim.enabled = kinds, scsi.READ, scsi.WRITE, 1
+    store_limits(lun, lim.lim)
+    return eb, lim, kinds
+
+
+def test_plain_commands_start_through_the_ops_table_the_rest_are_events(emu):
+    ring, ops, lun = emu.ring(), CallbackOps(), scsi.Lun(num_blocks=1000)
+    eb, lim, kinds = engine_for(ring, ops, lun)
+    r = emu.submit(rw16(0x88, 10, 2), data_in=2 * BS)
+    w = emu.submit(struct.pack(">BBIBHB", 0x2A, 0x08, 20, 0, 1, 0), data_out=bytes(BS))  # FUA
+    tur = emu.submit(bytes(6))
+    past = emu.submit(rw16(0x88, 999, 2), data_in=2 * BS)
+    emu.submit_tmr(TMR_ABORT_TASK, [tur])
+    n = ring.take(eb.taker(ring, lim))
+    assert [(ring.events[i].kind, ring.events[i].cmd_id) for i in range(n)] == \
+        [(EV_CMD, tur), (EV_CMD, past), (EV_TMR, 0)]
+    gen_r, gen_w = ring.cmd(r).gen, ring.cmd(w).gen
+    assert ops.calls == [("read", FAST_TAG | gen_r << 16 | r, 10 * BS, 0, 2 * BS),
+                         ("write", FAST_TAG | gen_w << 16 | w, 20 * BS, 1, BS)]
+    assert (kinds[r], kinds[w], lim.started) == (scsi.READ, scsi.WRITE, 2)
+    # their successes went onto the ring in C: nothing for Python
+    assert eb.poll(lambda *a: pytest.fail("delivered to Python: %r" % (a,))) == 0
+    for cid in (tur, past):
+        ring.complete(cid, 0)
+    ring.kick()
+    assert {x.cmd_id: x.status for x in emu.reap()} == {r: 0, w: 0, tur: 0, past: 0}
+    assert not emu.broken
+    eb.close()
+
+
+def test_failures_and_stale_completions_go_to_python(emu):
+    ring, ops, lun = emu.ring(), CallbackOps(ret=-errno.EIO), scsi.Lun(num_blocks=1000)
+    eb, lim, _ = engine_for(ring, ops, lun)
+    a = emu.submit(rw16(0x88, 0, 1), data_in=BS)
+    assert ring.take(eb.taker(ring, lim)) == 0
+    stale = FAST_TAG | (ring.cmd(a).gen + 7) << 16 | a
+    lib.rq_push(eb.queue, stale, 0, 0)         # success, but for an older use of the id
+    got = []
+    assert eb.poll(lambda *c: got.append(c)) == 2
+    assert got == [(ops.calls[0][1], -errno.EIO, 0), (stale, 0, 0)]
+    assert ring.outstanding == 1               # neither completed it
+    eb.close()
+
+
+def test_a_refused_op_is_left_to_the_handler_with_its_generation(emu):
+    ring, ops, lun = emu.ring(), CallbackOps(refuse=-errno.ENOMEM), scsi.Lun(num_blocks=1000)
+    eb, lim, _ = engine_for(ring, ops, lun)
+    a = emu.submit(rw16(0x8A, 0, 1), data_out=bytes(BS))
+    gen = ring.cmd(a).gen
+    assert ring.take(eb.taker(ring, lim)) == 1 and ring.events[0].cmd_id == a
+    assert len(ops.calls) == 1 and ring.cmd(a).gen == gen and lim.started == 0
+    eb.close()
+
+
+@pytest.mark.parametrize("why", ["disabled", "ua", "read-only", "malformed"])
+def test_nothing_starts_when_the_engine_or_the_rule_says_no(emu, why):
+    ring, ops = emu.ring(), CallbackOps()
+    lun = scsi.Lun(num_blocks=1000, read_only=why == "read-only",
+                   ua_capacity_changed=why == "ua")
+    eb, lim, _ = engine_for(ring, ops, lun)
+    lim.enabled = why != "disabled"
+    if why == "malformed":       # an iovec over the mailbox: the entry is bad
+        body = bytearray(120)
+        struct.pack_into("<IIIIQ", body, 0, 1, 0, 0, 0, 128 + emu.head + 112)
+        struct.pack_into("<QQ", body, 40, 0, BS)
+        body[104:120] = rw16(0x8A, 0, 1)
+        emu.write_raw(128 | 1, 77, bytes(body))
+    else:
+        emu.submit(rw16(0x8A if why == "read-only" else 0x88, 0, 1), data_in=BS)
+    assert ring.take(eb.taker(ring, lim)) == 1 and ops.calls == []
+    eb.close()
+
+
+def test_the_queue_signals_its_fd_when_a_thread_pushes(emu):
+    ring, ops = emu.ring(), CallbackOps()
+    eb, _, _ = engine_for(ring, ops, scsi.Lun(num_blocks=1000))
+    t = threading.Thread(target=lambda: [lib.rq_push(eb.queue, i, -1, 0) for i in range(300)])
+    t.start()
+    t.join()
+    assert select.select([eb.fileno()], [], [], 1)[0] and lib.rq_pending(eb.queue) == 300
+    got = []
+    assert eb.poll(lambda *c: got.append(c[0])) == 300 and got == list(range(300))
+    assert not select.select([eb.fileno()], [], [], 0)[0]
+    eb.close()
+
+
+def test_pump_serves_plain_commands_in_c_and_returns_the_rest(emu):
+    ring, ops = emu.ring(), CallbackOps()
+    eb, lim, _ = engine_for(ring, ops, scsi.Lun(num_blocks=1000))
+
+    class Owner:
+        def on_complete(self, *c):
+            pytest.fail("delivered to Python: %r" % (c,))
+    uio_r, uio_w = os.pipe()
+    pump = eb.pump(ring, lim, Owner(), uio_r, None, 0.05)
+    try:
+        ids = [emu.submit(rw16(0x88, i, 1), data_in=BS) for i in range(8)]
+        assert pump() == (0, False)            # started, completed, doorbell: all in C
+        emu.doorbell()                         # what the doorbell write does to a kernel
+        emu.reap()
+        assert all(emu.results[c].status == 0 for c in ids) and lim.started == 8
+        tur = emu.submit(bytes(6))
+        os.write(uio_w, bytes(4))
+        assert pump() == (1, False) and ring.events[0].cmd_id == tur
+    finally:
+        pump.close()
+        os.close(uio_r)
+        os.close(uio_w)
+        eb.close()
+
+
+class EngineMemoryBackend(MemoryBackend):
+    """The memory backend as an engine-served one: plain READ/WRITE come in
+    through the ops table (Python callbacks here), the rest as usual."""
+
+    def __init__(self, size):
+        super().__init__(size)
+        self._readv = ffi.callback(READV, self._c_readv)
+        self._writev = ffi.callback(WRITEV, self._c_writev)
+        self._ops = ffi.new("struct engine_ops *", {"readv": self._readv, "writev": self._writev})
+        self._engine = EngineBackend(self._ops, ffi.NULL)
+        self.fast = 0
+
+    def _c_readv(self, dev, q, tag, iov, cnt, off):
+        self.fast += 1
+        n = sum(iov[i].iov_len for i in range(cnt))
+        lib.rq_push(q, tag, lib.iov_from_buf(iov, cnt, 0, self._ptr + off, n), 0)
+        return 0
+
+    def _c_writev(self, dev, q, tag, iov, cnt, off, fua):
+        self.fast += 1
+        n = sum(iov[i].iov_len for i in range(cnt))
+        self._mark(off, n, 1)
+        lib.rq_push(q, tag, lib.iov_to_buf(iov, cnt, 0, self._ptr + off, n), 0)
+        return 0
+
+    def fileno(self):
+        return self._engine.fileno()
+
+    def engine_backend(self):
+        return self._engine
+
+    def poll(self):
+        return self._engine.poll(self.on_complete)
+
+
+def test_the_handler_over_an_engine_served_backend():
+    b = EngineMemoryBackend(8 << 20)
+    with Rig(b) as rig:
+        data = os.urandom(64 * BS)
+        assert rig.write(0, data).status == scsi.GOOD
+        assert rig.read(0, 64).data == data and b.fast == 2
+        r10 = struct.pack(">BBIBHB", 0x28, 0, 8, 0, 8, 0)
+        assert rig.run(r10, data_in=8 * BS).data == data[8 * BS:16 * BS] and b.fast == 3
+        # WRITE SAME, a read past the end: the SCSI core, in Python
+        ws = bytes([0x93, 0]) + struct.pack(">QI", 100, 4) + bytes(2)
+        assert rig.run(ws, data_out=b"\x5a" * BS).status == scsi.GOOD
+        assert rig.read(100, 4).data == b"\x5a" * 4 * BS and b.fast == 4
+        res = rig.read(rig.lun.num_blocks - 1, 2)
+        assert res.status == scsi.CHECK_CONDITION and b.fast == 4
+        assert int(rig.handler._limits.started) == 4 and not rig.emu.broken
