@@ -27,10 +27,9 @@ import logging
 import os
 from dataclasses import dataclass
 
-log = logging.getLogger(__name__)
+from .config import SUBTYPE  # the handler subtype tcmu-rbd serves
 
-#: the handler subtype tcmu-rbd serves (the first part of dev_config)
-SUBTYPE = "rbd"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

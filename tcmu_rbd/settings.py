@@ -30,7 +30,6 @@ import configparser
 import logging
 import os
 import shlex
-import sys
 from dataclasses import dataclass, field
 
 DEFAULT_PATH = "/etc/tcmu-rbd/tcmu-rbd.conf"
@@ -208,33 +207,3 @@ def load(cli_path: str | None = None, environ=None) -> Settings:
     if environ.get(ENV_LOG_LEVEL):
         s.log_level = parse_log_level(environ[ENV_LOG_LEVEL], f"${ENV_LOG_LEVEL}")
     return s
-
-
-# --- logging for worker processes --------------------------------------------
-
-_SYSLOG_PRIO = {
-    logging.CRITICAL: 2,
-    logging.ERROR: 3,
-    logging.WARNING: 4,
-    logging.INFO: 6,
-    logging.DEBUG: 7,
-}
-
-
-class _PrioFormatter(logging.Formatter):
-    def format(self, record):
-        prio = _SYSLOG_PRIO.get(record.levelno, 6 if record.levelno > logging.DEBUG else 7)
-        text = super().format(record)
-        return "\n".join(f"<{prio}>{line}" for line in text.splitlines() or [""])
-
-
-def configure_worker_logging(level: str | None = None) -> None:
-    """For ``tcmu_rbd.worker``: log to stderr with sd-daemon ``<N>`` priority
-    prefixes; the supervisor relays each line into its own log (file, syslog
-    or journal) with the device context and the right level."""
-    level = level or os.environ.get(ENV_LOG_LEVEL) or "info"
-    h = logging.StreamHandler(sys.stderr)
-    h.setFormatter(_PrioFormatter("%(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [h]
-    root.setLevel(LOG_LEVELS.get(level.lower(), logging.INFO))

@@ -1,105 +1,47 @@
-"""One TCMU device, served by one process.
+"""One TCMU device, served by one process: ``python -m tcmu_rbd.worker``.
 
-The daemon (supervisor) starts `python -m tcmu_rbd.worker --uio uioN
---ctl-fd FD` for each device: separate processes let several LUNs use
-several cores, and a crash here costs one LUN a restart, not the gateway.
+Belongs here: the worker side of the contract in control.py (its command
+line, the first line it sends, its answers to requests), opening the image
+and the ring for a device and running the handler's loop, and following the
+supervisor (a worker never outlives it).  Separate processes let several LUNs
+use several cores, and a crash here costs one LUN a restart, not the gateway.
 
-The worker finds everything about its device itself: the uio name
-`tcm-user/<hba>/<name>/<dev_config>` in sysfs, and the LUN's attributes in
-configfs (core/user_<hba>/<name>).  It opens the image, maps the ring and
-reports on the control socket (newline-delimited JSON):
-    -> {"event": "ready"} | {"event": "failed", "error": "..."}
-    <- {"id": k, "op": "resize", "size": N}       -> {"id": k, "ok": true}
-    <- {"id": k, "op": "reconfig", "config": "rbd/..."}
-    <- {"id": k, "op": "writecache", "value": 0|1}
-    <- {"id": k, "op": "stop"}   (stop taking commands, finish in-flight, exit 0)
-    errors: {"id": k, "ok": false, "error": "..."}
+The worker finds everything about its device itself, through
+:class:`tcmu_rbd.lio.TcmuDevice`: the uio name
+``tcm-user/<hba>/<name>/<dev_config>`` in sysfs, the LUN's attributes, serial
+and size in configfs, and ``action/block_dev`` when the supervisor is lost.
 
-A worker never outlives its supervisor (see `follow_supervisor`): when the
-supervisor dies (EOF on the control socket, or SIGTERM through
-PR_SET_PDEATHSIG) the worker blocks its device (action/block_dev=1, so
-commands wait in the kernel), finishes what is in flight, closes the image
-(releasing its exclusive lock) and exits, letting go of /dev/uioN for the
-next supervisor's restart recovery.
+Not here: the message encoding (control.py), kernel file formats (lio.py),
+the SCSI emulation and the ring loop (scsi/, handler.py), the image
+(backends/rbd.py), and any decision about restarting or recovering a device
+(supervisor.py).
+
+A worker never outlives its supervisor (see :func:`follow_supervisor`): when
+the supervisor dies (EOF on the control socket, or SIGTERM through
+PR_SET_PDEATHSIG) the worker blocks its device (commands wait in the kernel),
+finishes what is in flight, closes the image (releasing its exclusive lock)
+and exits, letting go of /dev/uioN for the next supervisor's restart
+recovery.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import logging
 import os
 import signal
 import socket
 import sys
-from dataclasses import dataclass
 
-from tcmu_rbd import scsi
-from tcmu_rbd.settings import ENV_SUPERVISOR_PID
+from tcmu_rbd import control, scsi
 from tcmu_rbd.handler import Handler
+from tcmu_rbd.lio import Kernel, TcmuDevice
+from tcmu_rbd.logs import configure_worker_logging
 from tcmu_rbd.ring import UioRing
+from tcmu_rbd.settings import ENV_LOG_LEVEL, ENV_SUPERVISOR_PID
 
 log = logging.getLogger("tcmu_rbd.worker")
-
-SYSFS_UIO = "/sys/class/uio"
-CONFIGFS_CORE = "/sys/kernel/config/target/core"
-
-
-@dataclass
-class Device:
-    uio: str
-    hba: int
-    name: str
-    dev_config: str
-    configfs: str
-
-    @property
-    def label(self) -> str:
-        return "%s(%s)" % (self.name, self.uio)
-
-
-def read_device(uio: str, sysfs: str = SYSFS_UIO, configfs: str = CONFIGFS_CORE) -> Device:
-    with open(os.path.join(sysfs, uio, "name")) as f:
-        full = f.read().rstrip("\n")
-    parts = full.split("/", 3)
-    if len(parts) < 3 or parts[0] != "tcm-user":
-        raise ValueError("%s is not a TCMU device (uio name %r)" % (uio, full))
-    hba, name = int(parts[1]), parts[2]
-    dev_config = parts[3] if len(parts) > 3 else ""
-    return Device(uio, hba, name, dev_config, os.path.join(configfs, "user_%d" % hba, name))
-
-
-def _read(path: str, default: str = "") -> str:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return default
-
-
-def read_attr(dev: Device, attr: str, default: int) -> int:
-    v = _read(os.path.join(dev.configfs, "attrib", attr))
-    try:
-        return int(v, 0)
-    except ValueError:
-        return default
-
-
-def read_serial(dev: Device) -> str:
-    # "T10 VPD Unit Serial Number: <serial>"
-    v = _read(os.path.join(dev.configfs, "wwn", "vpd_unit_serial"))
-    return v.split(":", 1)[1].strip() if ":" in v else v
-
-
-def read_dev_size(dev: Device) -> int:
-    size = read_attr(dev, "dev_size", 0)
-    if size:
-        return size
-    info = _read(os.path.join(dev.configfs, "info")).split()
-    if "Size:" in info:
-        return int(info[info.index("Size:") + 1])
-    return 0
 
 
 PR_SET_PDEATHSIG = 1
@@ -117,7 +59,7 @@ def follow_supervisor(environ=os.environ) -> int | None:
     lock to time out and the new worker's first write waiting ~30 s for it.
     EOF on the control socket means the same and is the fallback where
     prctl is unavailable.  The new supervisor also looks for workers still
-    holding the device and stops them before it resets the ring (daemon.py,
+    holding the device and stops them before it resets the ring (supervisor.py,
     Supervisor._stop_stale_holders), for a worker stuck in librbd.
 
     The supervisor's pid comes in $TCMU_RBD_SUPERVISOR_PID: if it is no longer
@@ -153,37 +95,45 @@ def open_backend(dev_config: str, default_osd_op_timeout: float = 30):
     return cfg, open_from_config(cfg, default_osd_op_timeout)
 
 
+def _send(ctl: socket.socket | None, msg: control.Message) -> None:
+    if ctl is not None:
+        ctl.sendall(control.encode(msg))
+
+
 class Worker:
-    def __init__(self, dev: Device, ctl: socket.socket | None, default_osd_op_timeout: float = 30):
+    """Serves one device: the handler over its ring and image, and the
+    control socket to the supervisor (None when started by hand)."""
+
+    def __init__(self, dev: TcmuDevice, ctl: socket.socket | None,
+                 default_osd_op_timeout: float = 30):
         self.dev = dev
         self.ctl = ctl
         self.default_timeout = default_osd_op_timeout
-        self._buf = b""
+        self._decoder = control.LineDecoder()
         self.handler: Handler | None = None
         self.supervisor_pid: int | None = None
 
-    def send(self, msg: dict) -> None:
-        if self.ctl is not None:
-            self.ctl.sendall(json.dumps(msg).encode() + b"\n")
+    def send(self, msg: control.Message) -> None:
+        _send(self.ctl, msg)
 
     def start(self) -> None:
         dev = self.dev
-        cfg, backend = open_backend(dev.dev_config, self.default_timeout)
+        cfg, backend = open_backend(dev.name.dev_config, self.default_timeout)
         try:
-            block = read_attr(dev, "hw_block_size", 512) or 512
-            size = read_dev_size(dev) or backend.size
+            block = dev.attr("hw_block_size", 512) or 512
+            size = dev.size() or backend.size
             if size > backend.size:
                 raise ValueError(
                     "LUN size %d is larger than image %s (%d bytes): grow the image "
                     "(rbd resize) or create the LUN with size=%d"
                     % (size, backend.name, backend.size, backend.size))
             lun = scsi.Lun(
-                num_blocks=size // block, block_size=block, serial=read_serial(dev),
-                max_xfer_blocks=read_attr(dev, "hw_max_sectors", 1024),
-                write_cache=bool(read_attr(dev, "emulate_write_cache", 0)),
+                num_blocks=size // block, block_size=block, serial=dev.serial(),
+                max_xfer_blocks=dev.attr("hw_max_sectors", 1024),
+                write_cache=bool(dev.attr("emulate_write_cache", 0)),
                 read_only=backend.read_only,
                 unmap_granularity=max(1, backend.granularity // block))
-            ring = UioRing(dev.uio)
+            ring = UioRing(dev.node, dev.map_size())
         except Exception:
             backend.close()
             raise
@@ -192,28 +142,31 @@ class Worker:
                  lun.num_blocks, block, " (read-only snapshot)" if backend.read_only else "")
 
     def _refresh_identity(self, lun) -> None:
-        serial = read_serial(self.dev)
+        serial = self.dev.serial()
         if serial and serial != lun.serial:
             lun.serial = serial
 
     def on_control(self) -> None:
         try:
             data = self.ctl.recv(65536)
-        except BlockingIOError:
+        except (BlockingIOError, InterruptedError):
             return
+        except OSError:
+            data = b""
         if not data:   # supervisor gone: finish in-flight work and stop
             log.warning("%s: control socket closed (supervisor gone), stopping", self.dev.label)
             self.supervisor_lost()
             return
-        self._buf += data
-        while b"\n" in self._buf:
-            line, self._buf = self._buf.split(b"\n", 1)
-            try:
-                req = json.loads(line)
-            except ValueError:
-                log.error("%s: bad control message %r", self.dev.label, line[:200])
-                continue
-            self.send(self.request(req))
+        for msg in self._decoder.feed(data):
+            if isinstance(msg, control.Request):
+                self.send(self.request(msg))
+            elif isinstance(msg, control.Invalid) and msg.id is not None:
+                self.send(control.Answer.failure(msg.id, msg.reason))
+            elif isinstance(msg, control.Invalid):
+                log.error("%s: bad control message (%s) %r", self.dev.label, msg.reason,
+                          msg.line[:200])
+            else:
+                log.error("%s: bad control message %r", self.dev.label, msg)
 
     def supervisor_lost(self) -> None:
         """Block the device (commands wait in the kernel, as after the
@@ -221,11 +174,7 @@ class Worker:
         recovery resets the ring and unblocks it."""
         if self.handler is not None and self.handler.stopping:
             return
-        try:
-            with open(os.path.join(self.dev.configfs, "action", "block_dev"), "w") as f:
-                f.write("1\n")
-        except OSError as e:
-            log.warning("%s: cannot block the device: %s", self.dev.label, e.strerror)
+        self.dev.block()
         if self.handler is not None:
             self.handler.stopping = True
 
@@ -239,30 +188,25 @@ class Worker:
         else:
             self.handler.stopping = True
 
-    def request(self, req: dict) -> dict:
-        rid = req.get("id")
-        op = req.get("op")
+    def request(self, req: control.Request) -> control.Answer:
         h = self.handler
         try:
-            if op == "resize":
-                size = int(req["size"])
+            if isinstance(req, control.Resize):
                 have = h.backend.refresh_size()
-                if size > have:
+                if req.size > have:
                     raise ValueError("new LUN size %d is larger than the image (%d bytes): "
-                                     "grow the image first (rbd resize)" % (size, have))
-                h.lun.resize(size // h.lun.block_size)
-                log.info("%s: resized to %d bytes", self.dev.label, size)
-            elif op == "reconfig":
-                self.reconfig(str(req["config"]))
-            elif op == "writecache":
-                h.lun.write_cache = bool(int(req["value"]))
-            elif op == "stop":
+                                     "grow the image first (rbd resize)" % (req.size, have))
+                h.lun.resize(req.size // h.lun.block_size)
+                log.info("%s: resized to %d bytes", self.dev.label, req.size)
+            elif isinstance(req, control.Reconfig):
+                self.reconfig(req.config)
+            elif isinstance(req, control.WriteCache):
+                h.lun.write_cache = req.value
+            else:  # Stop
                 h.stopping = True
-            else:
-                raise ValueError("unknown control op %r" % (op,))
         except Exception as e:  # every request gets an answer
-            return {"id": rid, "ok": False, "error": str(e)}
-        return {"id": rid, "ok": True}
+            return control.Answer.failure(req.id, str(e))
+        return control.Answer(req.id)
 
     def reconfig(self, new_config: str) -> None:
         """Reopen on a new dev_config; the old image stays until the new one is open."""
@@ -276,7 +220,7 @@ class Worker:
         h.set_backend(backend)
         h.lun.read_only = backend.read_only
         old.close()
-        self.dev.dev_config = new_config
+        self.dev = self.dev.reconfigured(new_config)
         log.info("%s: reopened on %s", self.dev.label, cfg.display())
 
     def serve(self) -> None:
@@ -293,38 +237,35 @@ def main(argv=None) -> int:
     ap.add_argument("--uio", required=True, help="uio device, e.g. uio0")
     ap.add_argument("--ctl-fd", type=int, default=None, help="control socket fd from the daemon")
     ap.add_argument("--osd-op-timeout", type=float, default=30)
-    ap.add_argument("--log-level", default=os.environ.get("TCMU_RBD_LOG_LEVEL", "INFO"))
+    ap.add_argument("--log-level", default=os.environ.get(ENV_LOG_LEVEL, "info"))
     args = ap.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
+    configure_worker_logging(args.log_level)
     ctl = socket.socket(fileno=args.ctl_fd) if args.ctl_fd is not None else None
     try:
         supervisor_pid = follow_supervisor()
     except SupervisorGone as e:
         log.error("%s: %s", args.uio, e)
         return 1
-    try:
-        dev = read_device(args.uio)
-    except (OSError, ValueError) as e:
-        msg = "cannot read device %s: %s" % (args.uio, e)
+    dev = Kernel().device(args.uio)
+    if dev is None:
+        msg = "cannot read device %s: no TCMU device of that name in sysfs" % args.uio
         log.error(msg)
-        Worker(None, ctl).send({"event": "failed", "error": msg})
+        _send(ctl, control.Failed(msg))
         return 1
     w = Worker(dev, ctl, args.osd_op_timeout)
     w.supervisor_pid = supervisor_pid
     try:
         w.start()
     except Exception as e:
-        msg = "%s: %s" % (dev.name, e)
         log.error("%s: cannot serve: %s", dev.label, e)
-        w.send({"event": "failed", "error": msg})
+        w.send(control.Failed("%s: %s" % (dev.name.name, e)))
         return 1
 
     def stop(signum, frame):
         w.on_signal()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    w.send({"event": "ready"})
+    w.send(control.Ready())
     w.serve()
     log.info("%s: stopped", dev.label)
     return 0

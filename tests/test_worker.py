@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tcmu_rbd import control, lio
 from tcmu_rbd import worker as wk
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +79,8 @@ def _worker(tmp_path):
     cfg = tmp_path / "user_1" / "disk0"
     (cfg / "action").mkdir(parents=True)
     (cfg / "action" / "block_dev").write_text("0\n")
-    dev = wk.Device("uio0", 1, "disk0", "rbd/rbd/img0", str(cfg))
+    dev = lio.TcmuDevice("uio0", lio.UioName("1", "disk0", "rbd/rbd/img0"),
+                         lio.Roots(configfs=str(tmp_path)))
     w = wk.Worker(dev, None)
     w.handler = _H()
     return w, cfg / "action" / "block_dev"
@@ -119,3 +121,44 @@ def test_daemon_default_osd_op_timeout_applies_when_the_config_names_none(monkey
     worker.open_backend("rbd/pool/img", default_osd_op_timeout=45.0)
     worker.open_backend("rbd/pool/img;osd_op_timeout=7", default_osd_op_timeout=45.0)
     assert [c.osd_op_timeout for c in opened] == [45, 7]
+
+
+# --- the worker's end of the control protocol -------------------------------------
+
+
+class _Lun:
+    block_size = 512
+    write_cache = False
+
+    def resize(self, blocks):
+        self.blocks = blocks
+
+
+class _Backend:
+    def refresh_size(self):
+        return 1 << 30
+
+
+def test_worker_answers_every_request_on_its_control_socket(tmp_path, caplog):
+    import socket
+    w, _ = _worker(tmp_path)
+    w.handler.lun, w.handler.backend = _Lun(), _Backend()
+    a, b = socket.socketpair()
+    w.ctl = a
+    b.sendall(control.encode(control.Resize(1 << 20, id=1))
+              + control.encode(control.Resize(2 << 30, id=2))
+              + control.encode(control.WriteCache(True, id=3))
+              + b'{"id": 4, "op": "snapshot"}\n' + b'{"id": 5, "op": "resize"}\n'
+              + b"not json\n" + control.encode(control.Stop(id=6)))
+    w.on_control()
+    b.shutdown(socket.SHUT_WR)
+    answers = control.LineDecoder().feed(b.recv(65536))
+    a.close()
+    b.close()
+    assert [(m.id, m.ok) for m in answers] == [
+        (1, True), (2, False), (3, True), (4, False), (5, False), (6, True)]
+    assert "larger than the image" in answers[1].error
+    assert answers[3].error == "unknown control op 'snapshot'"
+    assert w.handler.lun.blocks == 2048 and w.handler.lun.write_cache is True
+    assert w.handler.stopping
+    assert "bad control message" in caplog.text  # the line without an id is only logged

@@ -1,0 +1,157 @@
+"""The one model of a TCMU device (tcmu_rbd.lio) against a fake sysfs/configfs
+in a temp dir."""
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tcmu_rbd import lio
+
+
+@pytest.fixture
+def roots(tmp_path):
+    r = lio.Roots(sysfs=str(tmp_path / "sys"), configfs=str(tmp_path / "cfg"),
+                  proc=str(tmp_path / "proc"), dev=str(tmp_path / "dev"))
+    for d in (r.uio_class, r.modparams, r.proc, r.dev):
+        Path(d).mkdir(parents=True)
+    return r
+
+
+def add(roots, minor, name, cfg="rbd/pool/img", hba=1, map_size="0x1000000"):
+    u = Path(roots.uio_class) / f"uio{minor}"
+    (u / "maps" / "map0").mkdir(parents=True)
+    (u / "name").write_text(f"tcm-user/{hba}/{name}/{cfg}\n")
+    (u / "maps" / "map0" / "size").write_text(map_size + "\n")
+    d = Path(roots.configfs) / f"user_{hba}" / name
+    for sub in ("attrib", "wwn", "action"):
+        (d / sub).mkdir(parents=True)
+    (Path(roots.dev) / f"uio{minor}").write_text("")
+    return d
+
+
+def test_uio_name():
+    u = lio.UioName.parse("tcm-user/3/disk0/rbd/pool/ns/img@s;osd_op_timeout=3;conf=/e/c\n")
+    assert (u.hba, u.name, u.subtype, u.image) == ("3", "disk0", "rbd", "pool/ns/img@s")
+    assert str(u) == "tcm-user/3/disk0/rbd/pool/ns/img@s;osd_op_timeout=3;conf=/e/c"
+    assert lio.UioName.parse("tcm-user/3/disk0") is None
+    assert lio.UioName.parse("foo/1/a/rbd/p/i") is None
+    assert lio.UioName.parse("tcm-user//a/rbd/p/i") is None
+    assert u.with_config("rbd/p/j").dev_config == "rbd/p/j"
+    assert lio.UioName("1", "x", "rbd").image == ""
+
+
+def test_devices_in_uio_order_and_only_tcmu(roots):
+    add(roots, 10, "ten")
+    add(roots, 2, "two", "glfs/v@h/f")
+    (Path(roots.uio_class) / "uio5").mkdir()
+    (Path(roots.uio_class) / "uio5" / "name").write_text("uio_pdrv_genirq\n")
+    (Path(roots.uio_class) / "uiox").mkdir()
+    k = lio.Kernel(roots)
+    assert [(d.uio, d.name.name, d.name.subtype) for d in k.devices()] == [
+        ("uio2", "two", "glfs"), ("uio10", "ten", "rbd")]
+    assert k.device("uio5") is None and k.device("uio99") is None
+    assert lio.Kernel(dataclasses.replace(roots, sysfs="/nonexistent")).devices() == []
+
+
+def test_device_attributes(roots):
+    d = add(roots, 0, "disk0", hba=4)
+    dev = lio.Kernel(roots).device("uio0")
+    assert (dev.label, dev.node, dev.configfs) == (
+        "disk0(uio0)", str(Path(roots.dev) / "uio0"), str(d))
+    assert dev.map_size() == 0x1000000
+    (d / "attrib" / "hw_block_size").write_text("4096\n")
+    (d / "attrib" / "hw_max_sectors").write_text("garbage\n")
+    assert dev.attr("hw_block_size", 512) == 4096
+    assert dev.attr("hw_max_sectors", 1024) == 1024  # unreadable: default
+    assert dev.attr("emulate_write_cache", 0) == 0  # absent: default
+    (d / "wwn" / "vpd_unit_serial").write_text("T10 VPD Unit Serial Number: abc-123\n")
+    assert dev.serial() == "abc-123"
+    # size: attrib/dev_size, else "Size:" in info, else 0
+    assert dev.size() == 0
+    (d / "info").write_text("Status: ACTIVATED  Max Queue Depth: 0  Size: 1073741824  Foo\n")
+    assert dev.size() == 1 << 30
+    (d / "attrib" / "dev_size").write_text("2147483648\n")
+    assert dev.size() == 2 << 30
+    (Path(roots.uio_class) / "uio0" / "maps" / "map0" / "size").unlink()
+    with pytest.raises(OSError, match="map0/size"):
+        dev.map_size()
+
+
+def test_actions_and_presence(roots, caplog):
+    d = add(roots, 0, "disk0")
+    dev = lio.Kernel(roots).device("uio0")
+    assert dev.block() and (d / "action" / "block_dev").read_text() == "1\n"
+    assert dev.block(False) and (d / "action" / "block_dev").read_text() == "0\n"
+    assert dev.reset_ring() and (d / "action" / "reset_ring").read_text() == "1\n"
+    (d / "action").rename(d / "gone")
+    assert dev.block() is False and "device=disk0: cannot write 1" in caplog.text
+    assert dev.present()
+    assert dev.reconfigured("rbd/p/j").name.dev_config == "rbd/p/j"
+    (Path(roots.uio_class) / "uio0" / "name").write_text("tcm-user/1/other/rbd/p/i\n")
+    assert not dev.present()  # the uio now names another device
+    (Path(roots.uio_class) / "uio0" / "name").unlink()
+    assert not dev.present()
+
+
+def test_modparams(roots, caplog):
+    k = lio.Kernel(roots)
+    assert k.module_loaded()
+    assert k.modparam("block_netlink", 1) is None  # not in this kernel
+    p = Path(roots.modparams) / "block_netlink"
+    p.write_text("0\n")
+    assert k.modparam("block_netlink", 1) is True and p.read_text() == "1\n"
+    p.unlink()
+    p.mkdir()  # exists but cannot be written
+    assert k.modparam("block_netlink", 1) is False and "cannot write 1" in caplog.text
+
+
+def test_device_of_storage_object(roots):
+    add(roots, 0, "disk0", hba=1)
+    add(roots, 1, "disk0", hba=2)
+
+    class SO:
+        name = "disk0"
+        path = str(Path(roots.configfs) / "user_2" / "disk0")
+
+    k = lio.Kernel(roots)
+    assert k.device_of_storage_object(SO()).uio == "uio1"
+    SO.name = "disk9"
+    assert k.device_of_storage_object(SO()) is None
+
+
+def test_holders_from_proc(roots):
+    """A process with /dev/uio3 open is found through the real /proc."""
+    add(roots, 3, "disk3")
+    add(roots, 4, "disk4")
+    roots = dataclasses.replace(roots, proc="/proc")
+    node = Path(roots.dev) / "uio3"
+    p = subprocess.Popen([sys.executable, "-c",
+                          "import os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); "
+                          "print('OPEN', flush=True); time.sleep(60)",
+                          str(node), "--uio", "uio3", "--ctl-fd", "5"],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "OPEN"
+        held = lio.Kernel(roots).uio_holders()
+        assert [h.pid for h in held["uio3"]] == [p.pid] and "uio4" not in held
+        dev = lio.Kernel(roots).device("uio3")
+        (h,) = dev.holders()
+        assert h.is_worker_of("uio3") and not h.is_worker_of("uio4")
+        assert h.argv[-4:] == ("--uio", "uio3", "--ctl-fd", "5")
+        assert h.describe().startswith(f"pid {p.pid} ({sys.executable} -c import")
+        assert lio.Kernel(roots).device("uio4").holders() == []
+    finally:
+        p.kill()
+        p.wait()
+        p.stdout.close()
+
+
+def test_holder_recognises_workers_by_their_contract_arguments():
+    w = lio.Holder(1, ("python3", "-m", "tcmu_rbd.worker", "--uio", "uio0", "--ctl-fd", "7"))
+    assert w.is_worker_of("uio0") and not w.is_worker_of("uio1")
+    assert not lio.Holder(2, ("fio", "--uio", "uio0")).is_worker_of("uio0")
+    assert not lio.Holder(3, ("x", "--ctl-fd", "7", "--uio")).is_worker_of("uio0")
+    assert lio.Holder(4, ()).describe() == "pid 4 (?)"
