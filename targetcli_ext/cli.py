@@ -2,6 +2,7 @@
 
     targetcli-rbd export rbd/disk1 --initiator iqn.1994-05.com.redhat:client1
     targetcli-rbd export rbd/disk1 --initiator IQN --chap-user alice --chap-secret-file /root/alice.secret
+    targetcli-rbd export rbd/disk1 --initiator IQN --dry-run   # the plan; changes nothing
     targetcli-rbd list
     targetcli-rbd resize rbd/disk1 +10G
     targetcli-rbd unexport rbd/disk1
@@ -11,25 +12,26 @@
 Exit status: 0 done (or nothing to do), 1 error, 2 bad usage, 3 the TCMU daemon is
 not running. Secrets (CHAP) are read from files, the environment or a prompt, never
 from the command line, and never printed or logged.
+
+Belongs here: the argument parser, refusing secrets in argv, turning parsed
+arguments into the verbs' options (commands.py), printing a Report (text or
+--json) and the exit status.  ``targetcli-rbd shell ...`` goes to launcher.py.
+Not here: what a verb does (commands.py, gateway.py), the /rbd node (shell.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import json
 import logging
-import os
 import sys
 
+from . import commands, launcher
+from .gateway import Gateway
 from .spec import (
-    DEFAULT_PORTAL, ENV_CHAP_SECRET, ENV_DISCOVERY_MUTUAL_SECRET, ENV_DISCOVERY_SECRET,
-    ENV_MUTUAL_SECRET, Chap, Defaults, ExtError, load_secret, parse_auth_file,
-    parse_image, parse_portal,
+    DEFAULT_PORTAL, ENV_CHAP_SECRET, ENV_DISCOVERY_SECRET, ENV_MUTUAL_SECRET, Defaults,
+    ExtError, Report,
 )
-
-TARGETCLI_LOCK = "/var/run/targetcli.lock"
 
 
 def _add_ceph_opts(p: argparse.ArgumentParser) -> None:
@@ -85,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   "same one on every gateway of a multipath LUN)")
     ex.add_argument("--demo-mode", action="store_true",
                     help="let ANY initiator log in without an ACL (labs only)")
+    ex.add_argument("--dry-run", action="store_true",
+                    help="print what the export would create or change (with --json: "
+                         "the plan as JSON), and change nothing")
     ex.add_argument("--osd-op-timeout", type=int, default=d.osd_op_timeout,
                     help=f"seconds (default {d.osd_op_timeout})")
     tun = ex.add_argument_group("LUN/TPG tuning (proven defaults)")
@@ -155,133 +160,40 @@ def defaults_from_args(a) -> Defaults:
         max_xmit_data_segment_length=a.max_xmit_data_segment_length)
 
 
-def chap_from_args(user, secret_file, mutual_user, mutual_file, *, env, mutual_env,
-                   what="CHAP", environ=None) -> Chap | None:
-    """CHAP credentials from options; None when no user is given."""
-    if not user:
-        if secret_file or mutual_user or mutual_file:
-            raise ExtError(f"{what}: a secret or mutual user without a user "
-                           f"(--chap-user / --user)", "bad-chap")
-        return None
-    secret = load_secret(file=secret_file, env=env, environ=environ,
-                         prompt=f"{what} secret for {user}: ", what=f"{what} secret")
-    msec = None
-    if mutual_user:
-        msec = load_secret(file=mutual_file, env=mutual_env, environ=environ,
-                           prompt=f"mutual {what} secret for {mutual_user}: ",
-                           what=f"mutual {what} secret")
-    elif mutual_file:
-        raise ExtError(f"{what}: --mutual-secret-file without --mutual-user", "bad-chap")
-    return Chap(user, secret, mutual_user, msec)
+def export_options(a) -> commands.ExportOptions:
+    """The ExportOptions of parsed `export` arguments."""
+    return commands.ExportOptions(
+        image=a.image, target=a.target, portals=list(a.portal),
+        initiators=list(a.initiator), chap_user=a.chap_user,
+        chap_secret_file=a.chap_secret_file, mutual_user=a.mutual_user,
+        mutual_secret_file=a.mutual_secret_file, auth_file=a.auth_file, name=a.name,
+        lun=a.lun, wwn=a.wwn, demo_mode=a.demo_mode, conf=a.conf,
+        client_id=a.client_id, keyring=a.keyring, defaults=defaults_from_args(a),
+        dry_run=a.dry_run)
 
 
-def export_request(a, environ=None):
-    """An ExportRequest from parsed `export` arguments (pure: no configfs)."""
-    from .core import ExportRequest
-    d = defaults_from_args(a)
-    d.check()
-    ref = parse_image(a.image, osd_op_timeout=a.osd_op_timeout, conf=a.conf,
-                      client_id=a.client_id, keyring=a.keyring)
-    portals = [parse_portal(p) for p in a.portal]
-    initiators = list(a.initiator)
-    chap: dict = {}
-    hints: dict = {}
-    one = chap_from_args(a.chap_user, a.chap_secret_file, a.mutual_user,
-                         a.mutual_secret_file, env=ENV_CHAP_SECRET,
-                         mutual_env=ENV_MUTUAL_SECRET, environ=environ)
-    if one is not None:
-        if not initiators:
-            raise ExtError("--chap-user needs the --initiator(s) it applies to", "bad-chap")
-        for i in initiators:
-            chap[i] = one
-            hints[i] = (f"CHAP secret from {one.secret.source}",
-                        f"mutual secret from {one.mutual_secret.source}"
-                        if one.mutual else None)
-    if a.auth_file:
-        for i, c in parse_auth_file(a.auth_file).items():
-            if i in chap:
-                raise ExtError(f"{i} has credentials from both --chap-user and "
-                               f"--auth-file", "bad-chap")
-            chap[i] = c
-            hints[i] = (f"CHAP secret of {i} in {a.auth_file}",
-                        f"mutual secret of {i} in {a.auth_file}" if c.mutual else None)
-            if i not in initiators:
-                initiators.append(i)
-    if a.demo_mode and initiators:
-        raise ExtError("--demo-mode allows any initiator: do not combine it with "
-                       "--initiator/--auth-file", "bad-option")
-    return ExportRequest(image=ref, target=a.target, portals=portals,
-                         initiators=initiators, chap=chap, name=a.name, lun=a.lun,
-                         wwn=a.wwn, demo_mode=a.demo_mode, defaults=d,
-                         secret_hints=hints)
-
-
-@contextlib.contextmanager
-def targetcli_lock(path: str = TARGETCLI_LOCK):
-    """targetcli's own lock: a concurrent targetcli waits for us and vice versa."""
-    try:
-        fd = open(path, "w+")
-    except OSError:
-        yield
-        return
-    with fd:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-
-
-def run(a, gw=None, environ=None, lock: bool = True):
-    """Execute a parsed command; returns a Report. ``lock=False`` inside targetcli's
-    shell (which holds targetcli's lock already)."""
-    from .core import Gateway
-    gw = gw or Gateway()
-    targetcli_lock_ = targetcli_lock if lock else (lambda: contextlib.nullcontext())
+def run(a, gw, environ=None) -> Report:
+    """Execute parsed arguments with ``gw``; returns the verb's Report."""
     v = a.verb
     if v == "export":
-        req = export_request(a, environ)
-        if req.demo_mode:
-            print("WARNING: --demo-mode: ANY initiator that can reach the portal may log "
-                  "in and write to this LUN (no ACL, no CHAP). Use it only in a lab.",
-                  file=sys.stderr)
-        with targetcli_lock_():
-            return gw.export(req)
+        return commands.export(gw, export_options(a), environ=environ)
     if v == "unexport":
-        if not a.image and not a.name:
-            raise ExtError("give the image (<pool>/<image>) or --name", "usage", 2)
-        ref = parse_image(a.image, osd_op_timeout=None, check_files=False) if a.image \
-            else None
-        with targetcli_lock_():
-            return gw.unexport(ref, name=a.name, keep_target=a.keep_target, force=a.force)
+        return commands.unexport(gw, a.image, name=a.name, keep_target=a.keep_target,
+                                 force=a.force)
     if v == "list":
-        return gw.list()
+        return commands.list_exports(gw)
     if v == "resize":
-        ref = parse_image(a.image, osd_op_timeout=None, conf=a.conf,
-                          client_id=a.client_id, keyring=a.keyring)
-        with targetcli_lock_():
-            return gw.resize(ref, a.size)
+        return commands.resize(gw, a.image, a.size, conf=a.conf, client_id=a.client_id,
+                               keyring=a.keyring)
     if v == "save":
-        with targetcli_lock_():
-            return gw.save(a.file)
+        return commands.save(gw, a.file)
     if v == "restore":
-        with targetcli_lock_():
-            return gw.restore(a.file, clear=a.clear)
+        return commands.restore(gw, a.file, clear=a.clear)
     if v == "discovery-auth":
-        if a.disable:
-            if a.user:
-                raise ExtError("--disable and --user exclude each other", "usage", 2)
-            chap = None
-        else:
-            if not a.user:
-                raise ExtError("give --user (and --secret-file or $"
-                               f"{ENV_DISCOVERY_SECRET}), or --disable", "usage", 2)
-            chap = chap_from_args(a.user, a.secret_file, a.mutual_user,
-                                  a.mutual_secret_file, env=ENV_DISCOVERY_SECRET,
-                                  mutual_env=ENV_DISCOVERY_MUTUAL_SECRET,
-                                  what="discovery CHAP", environ=environ)
-        with targetcli_lock_():
-            return gw.discovery_auth(chap)
+        return commands.discovery_auth(gw, user=a.user, secret_file=a.secret_file,
+                                       mutual_user=a.mutual_user,
+                                       mutual_secret_file=a.mutual_secret_file,
+                                       disable=a.disable, environ=environ)
     raise ExtError(f"unknown verb {v}", "usage", 2)
 
 
@@ -312,14 +224,13 @@ def main(argv: list[str] | None = None, gw=None) -> int:
               f"${ENV_CHAP_SECRET} / ${ENV_MUTUAL_SECRET}", file=sys.stderr)
         return 2
     if argv[:1] == ["shell"]:
-        from .shell import main as shell_main
-        return shell_main(argv[1:])
+        return launcher.main(argv[1:])
     ap = build_parser()
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.WARNING,
                         format="targetcli-rbd: %(levelname)s %(message)s")
     try:
-        rep = run(a, gw=gw)
+        rep = run(a, gw or Gateway())
     except ExtError as e:
         if a.json:
             print(json.dumps({"ok": False, "error": str(e), "code": e.code}))

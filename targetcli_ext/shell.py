@@ -1,42 +1,41 @@
-"""targetcli's own shell with a ``/rbd`` node (``targetcli-rbd shell``).
+"""The ``/rbd`` node in targetcli's shell (started by launcher.py).
 
-targetcli-fb has no plugin mechanism, so this loads Debian's ``/usr/bin/targetcli``
-script as a module, replaces its ``UIRoot`` with a subclass whose ``refresh()`` also
-adds ``/rbd``, and calls its ``main()``: the prompt, preferences, lock file, history,
-saveconfig-on-exit and one-shot mode (``targetcli-rbd shell /rbd list``) are all
-targetcli's own. The ``/rbd`` commands take the same options as the CLI verbs, in
+Its commands are the CLI's verbs (commands.py) with the same options in
 configshell's ``key=value`` form, lists comma-separated::
 
     /rbd export rbd/disk1 initiator=iqn.1994-05.com.redhat:c1,iqn.1994-05.com.redhat:c2
     /rbd export rbd/disk2 initiator=IQN chap_user=alice chap_secret_file=/root/alice.secret
+    /rbd export rbd/disk3 initiator=IQN dry_run=true
     /rbd list
     /rbd resize rbd/disk1 +10G
     /rbd unexport rbd/disk1
 
-Secrets are never parameters (targetcli keeps a command history): only files or the
-environment.
+Belongs here: the node class, turning configshell's parameters into the verbs'
+options, showing a Report on targetcli's console.  Not here: what the verbs do
+(commands.py and below), loading targetcli (launcher.py), the command line
+(cli.py).  Secrets are never parameters (targetcli keeps a command history): only
+files or the environment.
 """
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
-import os
-import sys
+from dataclasses import replace
 
-TARGETCLI_SCRIPTS = ("/usr/bin/targetcli", "/usr/sbin/targetcli",
-                     "/usr/local/bin/targetcli")
+from . import commands
+from .gateway import Gateway
+from .spec import Defaults, ExtError
+
+def _text(value) -> str | None:
+    return None if value is None or value == "" else str(value)
 
 
-def _ui_node_base():
-    from targetcli.ui_node import UINode
-    return UINode
+def _list(value) -> list[str]:
+    return [v.strip() for v in str(value or "").split(",") if v.strip()]
 
 
 def make_rbd_node_class():
     from configshell_fb import ExecutionError
-
-    UINode = _ui_node_base()
+    from targetcli.ui_node import UINode
 
     class UIRbd(UINode):
         """/rbd: one-step RBD exports (targetcli-rbd)."""
@@ -48,7 +47,6 @@ def make_rbd_node_class():
         @property
         def gw(self):
             if self._gw is None:
-                from .core import Gateway
                 self._gw = Gateway()
             return self._gw
 
@@ -59,15 +57,10 @@ def make_rbd_node_class():
                 return ("?", None)
             return (f"rbd exports: {n}", True)
 
-        def _run(self, argv: list[str], changes: bool = True):
-            from .cli import build_parser, run
-            from .spec import ExtError
+        def _run(self, verb, changes: bool = True):
+            """Run ``verb(gateway)`` and show its report (targetcli holds its lock)."""
             try:
-                a = build_parser().parse_args(argv)
-            except SystemExit:
-                raise ExecutionError(f"bad arguments: {' '.join(argv)}") from None
-            try:
-                rep = run(a, gw=self.gw, lock=False)
+                rep = verb(self.gw)
             except ExtError as e:
                 raise ExecutionError(str(e)) from None
             for line in rep.lines:
@@ -78,22 +71,8 @@ def make_rbd_node_class():
                 except Exception:
                     pass
 
-        @staticmethod
-        def _opts(pairs) -> list[str]:
-            out = []
-            for flag, value in pairs:
-                if value is None or value == "":
-                    continue
-                if isinstance(value, bool):
-                    if value:
-                        out.append(flag)
-                    continue
-                out += [flag, str(value)]
-            return out
-
-        @staticmethod
-        def _list(flag, value) -> list[tuple[str, str]]:
-            return [(flag, v.strip()) for v in str(value or "").split(",") if v.strip()]
+        def _flag(self, value) -> bool:
+            return self.ui_eval_param(value, "bool", False)
 
         def ui_command_export(self, image, target=None, portal=None, initiator=None,
                               chap_user=None, chap_secret_file=None, mutual_user=None,
@@ -101,7 +80,7 @@ def make_rbd_node_class():
                               lun=None, wwn=None, demo_mode="false", conf=None, id=None,
                               keyring=None, max_data_area_mb=None, hw_max_sectors=None,
                               cmd_time_out=None, qfull_time_out=None, cmdsn_depth=None,
-                              osd_op_timeout=None):
+                              osd_op_timeout=None, dry_run="false"):
             '''
             Exports an RBD image over iSCSI in one step: the user:rbd backstore
             (validated by the TCMU daemon), target, TPG, portals, LUN and ACLs.
@@ -111,54 +90,51 @@ def make_rbd_node_class():
             CHAP secrets come from chap_secret_file / mutual_secret_file / auth_file
             or the environment, never from the command line.
             demo_mode=true lets ANY initiator log in (labs only).
+            dry_run=true shows what would be created or changed, and changes nothing.
             '''
             self.assert_root()
-            demo = self.ui_eval_param(demo_mode, "bool", False)
-            argv = ["export", image]
-            argv += self._opts([("--target", target), ("--chap-user", chap_user),
-                                ("--chap-secret-file", chap_secret_file),
-                                ("--mutual-user", mutual_user),
-                                ("--mutual-secret-file", mutual_secret_file),
-                                ("--auth-file", auth_file), ("--name", name),
-                                ("--lun", lun), ("--wwn", wwn), ("--demo-mode", demo),
-                                ("--conf", conf), ("--id", id), ("--keyring", keyring),
-                                ("--max-data-area-mb", max_data_area_mb),
-                                ("--hw-max-sectors", hw_max_sectors),
-                                ("--cmd-time-out", cmd_time_out),
-                                ("--qfull-time-out", qfull_time_out),
-                                ("--cmdsn-depth", cmdsn_depth),
-                                ("--osd-op-timeout", osd_op_timeout)])
-            argv += self._opts(self._list("--portal", portal))
-            argv += self._opts(self._list("--initiator", initiator))
-            if demo:
+            given = {"max_data_area_mb": max_data_area_mb, "hw_max_sectors": hw_max_sectors,
+                     "cmd_time_out": cmd_time_out, "qfull_time_out": qfull_time_out,
+                     "cmdsn_depth": cmdsn_depth, "osd_op_timeout": osd_op_timeout}
+            tuning = {k: self.ui_eval_param(v, "number", None) for k, v in given.items()}
+            o = commands.ExportOptions(
+                image=image, target=_text(target), portals=_list(portal),
+                initiators=_list(initiator), chap_user=_text(chap_user),
+                chap_secret_file=_text(chap_secret_file), mutual_user=_text(mutual_user),
+                mutual_secret_file=_text(mutual_secret_file), auth_file=_text(auth_file),
+                name=_text(name), lun=self.ui_eval_param(lun, "number", None),
+                wwn=_text(wwn), demo_mode=self._flag(demo_mode), conf=_text(conf),
+                client_id=_text(id), keyring=_text(keyring),
+                defaults=replace(Defaults(), **{k: v for k, v in tuning.items()
+                                                if v is not None}),
+                dry_run=self._flag(dry_run))
+            if o.demo_mode:
                 self.shell.log.warning("demo_mode: ANY initiator may log in and write "
                                        "to this LUN (no ACL, no CHAP): labs only")
-            self._run(argv)
+            self._run(lambda gw: commands.export(gw, o, lock=False))
 
         def ui_command_unexport(self, image=None, name=None, keep_target="false"):
             '''
             Removes an image's LUN and backstore, and the target once it has no LUN.
             '''
             self.assert_root()
-            argv = ["unexport"] + ([image] if image else [])
-            argv += self._opts([("--name", name),
-                                ("--keep-target",
-                                 self.ui_eval_param(keep_target, "bool", False))])
-            self._run(argv)
+            keep = self._flag(keep_target)
+            self._run(lambda gw: commands.unexport(gw, _text(image), name=_text(name),
+                                                   keep_target=keep, lock=False))
 
         def ui_command_list(self):
             '''
             Lists the rbd exports: image, size, serial, LUN, target, portals, ACLs,
             sessions and whether the daemon serves the device.
             '''
-            self._run(["list"], changes=False)
+            self._run(commands.list_exports, changes=False)
 
         def ui_command_resize(self, image, size):
             '''
             Grows an image (20G, or +5G) and its LUN; initiators see the new capacity.
             '''
             self.assert_root()
-            self._run(["resize", image, size])
+            self._run(lambda gw: commands.resize(gw, image, size, lock=False))
 
         def ui_command_discovery_auth(self, user=None, secret_file=None,
                                       mutual_user=None, mutual_secret_file=None,
@@ -167,51 +143,10 @@ def make_rbd_node_class():
             CHAP for SendTargets discovery (secrets from files), or disable=true.
             '''
             self.assert_root()
-            argv = ["discovery-auth"] + self._opts([
-                ("--user", user), ("--secret-file", secret_file),
-                ("--mutual-user", mutual_user), ("--mutual-secret-file", mutual_secret_file),
-                ("--disable", self.ui_eval_param(disable, "bool", False))])
-            self._run(argv)
+            off = self._flag(disable)
+            self._run(lambda gw: commands.discovery_auth(
+                gw, user=_text(user), secret_file=_text(secret_file),
+                mutual_user=_text(mutual_user), mutual_secret_file=_text(mutual_secret_file),
+                disable=off, lock=False))
 
     return UIRbd
-
-
-def make_root_class(base):
-    """A UIRoot subclass whose tree also has /rbd."""
-    UIRbd = make_rbd_node_class()
-
-    class UIRootWithRbd(base):
-        def refresh(self):
-            super().refresh()
-            UIRbd(self)
-
-    UIRootWithRbd.__name__ = "UIRoot"
-    return UIRootWithRbd
-
-
-def load_targetcli_script(path: str | None = None):
-    """Debian's targetcli script as a module (its main() is behind __main__)."""
-    for p in ([path] if path else TARGETCLI_SCRIPTS):
-        if p and os.path.isfile(p):
-            loader = importlib.machinery.SourceFileLoader("targetcli_script", p)
-            spec = importlib.util.spec_from_loader("targetcli_script", loader)
-            mod = importlib.util.module_from_spec(spec)
-            loader.exec_module(mod)
-            return mod
-    raise FileNotFoundError("targetcli (targetcli-fb) is not installed: "
-                            "apt-get install targetcli-fb")
-
-
-def main(argv: list[str]) -> int:
-    try:
-        mod = load_targetcli_script()
-    except FileNotFoundError as e:
-        print(f"targetcli-rbd shell: {e}", file=sys.stderr)
-        return 1
-    mod.UIRoot = make_root_class(mod.UIRoot)
-    sys.argv = ["targetcli"] + list(argv)
-    try:
-        mod.main()
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return 0

@@ -5,6 +5,8 @@ default target name, backstore names, CHAP secrets (loaded from files, the
 environment or a prompt, never from argv) and the text that tells an operator how
 an initiator connects. Secrets are held in :class:`Secret`, whose ``str``/``repr``
 never show the value, so a stray format or log call cannot leak one.
+Not here: anything that reads or writes LIO, the cluster or the daemon, and the
+export plan (plan.py).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ __all__ = [
     "ExtError", "Defaults", "Portal", "Secret", "Chap", "ImageRef",
     "parse_image", "check_iqn", "parse_portal", "parse_size", "human_size",
     "default_target_iqn", "backstore_name", "load_secret", "parse_auth_file",
-    "redact", "connect_instructions", "resolve_portals", "ENV_CHAP_SECRET", "ENV_MUTUAL_SECRET",
+    "redact", "connect_instructions", "describe_chap", "resolve_portals", "ENV_CHAP_SECRET", "ENV_MUTUAL_SECRET",
     "ENV_DISCOVERY_SECRET", "ENV_DISCOVERY_MUTUAL_SECRET", "DEFAULT_PORTAL",
 ]
 
@@ -485,10 +487,12 @@ class Chap:
         return out
 
     def describe(self) -> str:
-        s = f"CHAP user {self.user}"
-        if self.mutual:
-            s += f", mutual CHAP user {self.mutual_user}"
-        return s
+        return describe_chap(self.user, self.mutual_user)
+
+
+def describe_chap(user: str, mutual_user: str | None) -> str:
+    """``CHAP user U[, mutual CHAP user M]`` (names only: never a secret)."""
+    return f"CHAP user {user}" + (f", mutual CHAP user {mutual_user}" if mutual_user else "")
 
 
 def parse_auth_file(path: str) -> dict[str, Chap]:

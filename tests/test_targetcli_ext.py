@@ -1,7 +1,9 @@
 """targetcli-rbd, host side: argument, image, IQN, portal and size parsing, the
 defaults, CHAP secrets (never from argv, never in output, errors or logs), and the
-/rbd shell node's translation to the CLI. Real behaviour against configfs, the
-daemon and open-iscsi is tested in the VM (tests/vm/test_targetcli_ext_lab.py)."""
+/rbd shell node's translation to the verbs (commands.py). The export plan is in
+test_targetcli_plan.py, exports against an in-memory LIO in test_targetcli_apply.py;
+real behaviour against configfs, the daemon and open-iscsi is tested in the VM
+(tests/vm/test_targetcli_ext_lab.py)."""
 
 from __future__ import annotations
 
@@ -12,10 +14,12 @@ import os
 
 import pytest
 
-from targetcli_ext import cli, core
-from targetcli_ext.core import DaemonNotRunning, ExportRequest, Gateway
+from targetcli_ext import cli, commands, daemon
+from targetcli_ext.daemon import DaemonNotRunning
+from targetcli_ext.gateway import Gateway
+from targetcli_ext.plan import ExportRequest
 from targetcli_ext.spec import (
-    Chap, Defaults, ExtError, Portal, Report, Secret, backstore_name, check_iqn,
+    ENV_CHAP_SECRET, ENV_DISCOVERY_SECRET, ENV_MUTUAL_SECRET, Chap, Defaults, ExtError, Portal, Report, Secret, backstore_name, check_iqn,
     connect_instructions, default_target_iqn, human_size, image_of_config, load_secret,
     parse_auth_file, parse_image, parse_portal, parse_size, redact, resolve_portals,
 )
@@ -331,8 +335,12 @@ def _args(*argv):
     return cli.build_parser().parse_args(list(argv))
 
 
+def _request(a, environ=None):
+    return commands.export_request(cli.export_options(a), environ)
+
+
 def test_export_request_defaults():
-    req = cli.export_request(_args("export", "rbd/img0", "-i", INIT))
+    req = _request(_args("export", "rbd/img0", "-i", INIT))
     assert req.target is None and req.portals == [] and req.initiators == [INIT]
     assert req.chap == {} and not req.demo_mode and req.image.dev_config == \
         "rbd/rbd/img0;osd_op_timeout=30"
@@ -343,7 +351,7 @@ def test_export_request_chap(tmp_path):
     a = _args("export", "rbd/img0", "-i", INIT, "-i", "iqn.1994-05.com.redhat:c2",
               "--chap-user", "alice", "--chap-secret-file", _secret_file(tmp_path, "a", SECRET),
               "--mutual-user", "tgt")
-    req = cli.export_request(a, environ={cli.ENV_MUTUAL_SECRET: MUTUAL})
+    req = _request(a, environ={ENV_MUTUAL_SECRET: MUTUAL})
     assert set(req.chap) == {INIT, "iqn.1994-05.com.redhat:c2"}
     assert req.chap[INIT].mutual_secret.reveal() == MUTUAL
     assert SECRET not in repr(req) and MUTUAL not in repr(req)
@@ -354,23 +362,23 @@ def test_export_request_chap_needs_initiators(tmp_path):
     a = _args("export", "rbd/img0", "--chap-user", "alice",
               "--chap-secret-file", _secret_file(tmp_path, "a", SECRET))
     with pytest.raises(ExtError, match="--initiator"):
-        cli.export_request(a)
+        _request(a)
     with pytest.raises(ExtError, match="without a user"):
-        cli.export_request(_args("export", "rbd/img0", "-i", INIT, "--chap-secret-file", "/x"))
+        _request(_args("export", "rbd/img0", "-i", INIT, "--chap-secret-file", "/x"))
 
 
 def test_export_request_auth_file_adds_acls(tmp_path):
     p = tmp_path / "auth"
     p.write_text(f"{INIT} alice {SECRET}\n")
     os.chmod(p, 0o600)
-    req = cli.export_request(_args("export", "rbd/img0", "--auth-file", str(p)))
+    req = _request(_args("export", "rbd/img0", "--auth-file", str(p)))
     assert req.initiators == [INIT] and req.chap[INIT].user == "alice"
 
 
 def test_demo_mode_excludes_acls():
     with pytest.raises(ExtError, match="demo-mode"):
-        cli.export_request(_args("export", "rbd/img0", "--demo-mode", "-i", INIT))
-    assert cli.export_request(_args("export", "rbd/img0", "--demo-mode")).demo_mode
+        _request(_args("export", "rbd/img0", "--demo-mode", "-i", INIT))
+    assert _request(_args("export", "rbd/img0", "--demo-mode")).demo_mode
 
 
 # ----------------------------------------------------------------------------- CLI with fakes
@@ -385,11 +393,11 @@ class FakeDaemon:
 
     def require(self):
         if not self._running:
-            raise DaemonNotRunning(f"not running: {core.START_HINT}")
+            raise DaemonNotRunning(f"not running: {daemon.START_HINT}")
 
     def check_config(self, cfg):
         if not self._running:
-            raise DaemonNotRunning(f"not running: {core.START_HINT}")
+            raise DaemonNotRunning(f"not running: {daemon.START_HINT}")
         self.checked.append(cfg)
         return self.ok, self.msg
 
@@ -400,7 +408,7 @@ class RecordingGateway:
     def __init__(self):
         self.req = None
 
-    def export(self, req):
+    def export(self, req, dry_run=False):
         self.req = req
         logging.getLogger("targetcli_ext").debug("export request %r", req)
         rep = Report()
@@ -415,8 +423,8 @@ class RecordingGateway:
 
 
 def test_cli_export_output_and_logs_have_no_secret(tmp_path, capsys, caplog, monkeypatch):
-    monkeypatch.setattr(cli, "TARGETCLI_LOCK", str(tmp_path / "lock"))
-    monkeypatch.setenv(cli.ENV_MUTUAL_SECRET, MUTUAL)
+    monkeypatch.setattr(commands, "TARGETCLI_LOCK", str(tmp_path / "lock"))
+    monkeypatch.setenv(ENV_MUTUAL_SECRET, MUTUAL)
     gw = RecordingGateway()
     caplog.set_level(logging.DEBUG)
     argv = ["-v", "export", "rbd/img0", "-i", INIT, "--chap-user", "alice",
@@ -434,7 +442,7 @@ def test_gateway_errors_are_redacted(tmp_path):
     class Boom(Gateway):
         def _export(self, req, *a):
             raise OSError(f"write of {SECRET} to /sys/kernel/config/... failed")
-    req = cli.export_request(_args("export", "rbd/img0", "-i", INIT, "--chap-user", "alice",
+    req = _request(_args("export", "rbd/img0", "-i", INIT, "--chap-user", "alice",
                                    "--chap-secret-file", _secret_file(tmp_path, "a", SECRET)))
     with pytest.raises(ExtError) as e:
         Boom(daemon=FakeDaemon()).export(req)
@@ -465,7 +473,7 @@ def test_gateway_validates_before_touching_lio():
 
 
 def test_daemon_not_running_exit_status(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "TARGETCLI_LOCK", str(tmp_path / "lock"))
+    monkeypatch.setattr(commands, "TARGETCLI_LOCK", str(tmp_path / "lock"))
 
     class NoDaemon(Gateway):
         def _export(self, req, *a):
@@ -477,7 +485,7 @@ def test_daemon_not_running_exit_status(tmp_path, capsys, monkeypatch):
 
 
 def test_json_error(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "TARGETCLI_LOCK", str(tmp_path / "lock"))
+    monkeypatch.setattr(commands, "TARGETCLI_LOCK", str(tmp_path / "lock"))
     assert cli.main(["--json", "export", "rbd/img0", "-i", "iqn.bad_name"],
                     gw=Gateway(daemon=FakeDaemon())) == 1
     out = json.loads(capsys.readouterr().out)
@@ -493,7 +501,7 @@ def test_usage_errors(capsys):
 
 
 def test_discovery_auth_secret_from_env_only(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "TARGETCLI_LOCK", str(tmp_path / "lock"))
+    monkeypatch.setattr(commands, "TARGETCLI_LOCK", str(tmp_path / "lock"))
     seen = {}
 
     class G:
@@ -502,7 +510,7 @@ def test_discovery_auth_secret_from_env_only(tmp_path, monkeypatch, capsys):
             r = Report()
             r.add(chap.describe())
             return r
-    monkeypatch.setenv(cli.ENV_DISCOVERY_SECRET, SECRET)
+    monkeypatch.setenv(ENV_DISCOVERY_SECRET, SECRET)
     assert cli.main(["discovery-auth", "--user", "disc"], gw=G()) == 0
     assert seen["chap"].secret.reveal() == SECRET
     assert SECRET not in capsys.readouterr().out
@@ -511,18 +519,18 @@ def test_discovery_auth_secret_from_env_only(tmp_path, monkeypatch, capsys):
 # ----------------------------------------------------------------------------- the /rbd shell node
 
 def test_targetcli_script_loads_and_root_gets_rbd():
-    from targetcli_ext import shell
-    mod = shell.load_targetcli_script()
+    from targetcli_ext import launcher
+    mod = launcher.load_targetcli_script()
     assert callable(mod.main) and hasattr(mod, "UIRoot")
-    Root = shell.make_root_class(mod.UIRoot)
+    Root = launcher.make_root_class(mod.UIRoot)
     assert issubclass(Root, mod.UIRoot) and Root.refresh is not mod.UIRoot.refresh
 
 
-def test_rbd_node_translates_to_cli(tmp_path, monkeypatch):
+def test_rbd_node_calls_the_verbs(tmp_path, monkeypatch):
     from configshell_fb import ConfigShell
     from targetcli.ui_node import UINode
     from targetcli_ext import shell
-    monkeypatch.setenv(cli.ENV_CHAP_SECRET, SECRET)
+    monkeypatch.setenv(ENV_CHAP_SECRET, SECRET)
     sh = ConfigShell(str(tmp_path / "prefs"))
     root = UINode("/", shell=sh)
     node = shell.make_rbd_node_class()(root)
@@ -550,7 +558,7 @@ def test_rbd_node_translates_to_cli(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- against a real cluster
 
 def test_cluster_size_and_grow(rbd_image, ceph):
-    from targetcli_ext.core import Cluster
+    from targetcli_ext.cluster import Cluster
     ref = parse_image(rbd_image.spec, conf=ceph.conf_path)
     c = Cluster()
     assert c.image_size(ref) == rbd_image.size
