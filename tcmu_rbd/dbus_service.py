@@ -22,6 +22,9 @@ and D-Bus in one thread: no locking).  CheckConfig runs the injected validator
 in a small thread pool and answers asynchronously so a slow validator (one
 that talks to the cluster) never stalls netlink handling; it is bounded by
 ``check_timeout`` (below the 25 s default timeout of D-Bus clients).
+
+Not here: what makes a config valid (the injected validator: the daemon passes
+``tcmu_rbd.validate.check_config``), netlink and devices (the daemon).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ import dbus.mainloop.glib
 import dbus.service
 from gi.repository import GLib
 
+from .config import SUBTYPE
+
 log = logging.getLogger("tcmu_rbd.dbus")
 
 BUS_NAME = "org.kernel.TCMUService1"
@@ -47,8 +52,6 @@ OBJMGR_IFACE = "org.freedesktop.DBus.ObjectManager"
 PROPS_IFACE = "org.freedesktop.DBus.Properties"
 INTROSPECT_IFACE = "org.freedesktop.DBus.Introspectable"
 PEER_IFACE = "org.freedesktop.DBus.Peer"
-
-SUBTYPE = "rbd"
 
 CONFIG_DESC = """\
 RBD config string (cfgstring) is of the form:

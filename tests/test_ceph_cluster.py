@@ -14,17 +14,7 @@ rados = pytest.importorskip("rados")
 rbd = pytest.importorskip("rbd")
 
 from tcmu_rbd_lab.ceph import CephCluster, CephClusterError  # noqa: E402
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+from tcmu_rbd_lab.process import pid_alive  # noqa: E402
 
 
 def test_cluster_is_up(ceph):
@@ -120,7 +110,7 @@ def test_persistent_osd_restart_keeps_data(tmp_path):
                 img.flush()
         old_pid = c.pids[f"osd.{c.osd_id}"]
         c.stop_osd()
-        assert not _pid_alive(old_pid)
+        assert not pid_alive(old_pid)
         assert not c.osd_running
         c.start_osd()
         assert c.osd_running and c.pids[f"osd.{c.osd_id}"] != old_pid
@@ -129,7 +119,7 @@ def test_persistent_osd_restart_keeps_data(tmp_path):
                 assert img.read(4 << 20, len(data)) == data
         mon_pid = c.pids["mon.a"]
         base = Path(c.base_dir)
-    assert not _pid_alive(mon_pid)
+    assert not pid_alive(mon_pid)
     assert not base.exists()
 
 
@@ -144,7 +134,7 @@ def test_cli_up_down(tmp_path):
     try:
         assert kv["conf"] == str(d.resolve() / "ceph.conf")
         pids = [int(v) for k, v in kv.items() if k.startswith("pid.")]
-        assert len(pids) == 2 and all(_pid_alive(p) for p in pids)  # survived exit
+        assert len(pids) == 2 and all(pid_alive(p) for p in pids)  # survived exit
         r = subprocess.run(["rbd", "-c", kv["conf"], "create", "rbd/cli0", "--size",
                             "16M"], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
@@ -153,7 +143,7 @@ def test_cli_up_down(tmp_path):
                              "--dir", str(d)], capture_output=True, text=True,
                             timeout=120)
     assert dn.returncode == 0, dn.stderr
-    assert not any(_pid_alive(p) for p in pids)
+    assert not any(pid_alive(p) for p in pids)
     assert not d.exists()
 
 
@@ -175,8 +165,8 @@ def test_no_daemons_leaked_when_the_interpreter_exits_or_dies(tmp_path):
         assert len(pids) == 2, r.stderr
         import time
         deadline = time.monotonic() + 30
-        while any(_pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not any(_pid_alive(p) for p in pids), how
+        assert not any(pid_alive(p) for p in pids), how
         if how == "exit":  # atexit also removed the directory
             assert not d.exists()

@@ -1,5 +1,10 @@
 """A throwaway single-node Ceph cluster (one mon, one OSD, no mgr) on 127.0.0.1.
 
+Here: :class:`CephCluster` (keyrings, mon, OSD and pool ``rbd`` brought up and
+torn down, the commands run against it, OSD faults) and the ``up``/``down`` CLI.
+Not here: ceph.conf's text, ports, the bluestore block device, the state file and
+``down`` itself (ceph_setup.py); starting and stopping processes (process.py).
+
 One implementation for the tests, benchmarks, the demo and the VM lab.  Everything
 writable lives under ``base_dir`` (default: a fresh directory under /tmp), so it also
 runs inside a QEMU/TCG guest whose root filesystem is read-only.
@@ -12,12 +17,10 @@ Objectstores:
   memstore   (default) fast, RAM-backed, sparse.  Data does NOT survive stop_osd()
              (SIGKILL); it would only survive a clean shutdown, which dumps every
              object to disk (slow), so we never do that.
-  bluestore  data survives stop_osd()/start_osd().  Needs O_DIRECT on its block
-             device: when base_dir's filesystem supports O_DIRECT (ext4/xfs, e.g. /tmp
-             on the host) the block device is a sparse regular file; otherwise (tmpfs
-             /tmp in the TCG guest, 9p) a loop device over a sparse file (needs root
-             and /dev/loop-control; ``modprobe loop`` is tried).  Force one with
-             ``bluestore_block="file"|"loop"``.
+  bluestore  data survives stop_osd()/start_osd().  Its block device needs O_DIRECT:
+             a sparse file where base_dir's filesystem has it (ext4/xfs), else a loop
+             device over one (tmpfs /tmp in the TCG guest, 9p; needs root).  Force
+             one with ``bluestore_block="file"|"loop"``.
 
 CLI (used by the VM harness and the demo):
     python -m tcmu_rbd_lab.ceph up --dir D [--objectstore bluestore]
@@ -32,10 +35,8 @@ import argparse
 import atexit
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,161 +47,19 @@ import weakref
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from .ceph_setup import (
+    MON_ID, STATE_FILE, CephClusterError, attach_loop, ceph_conf_text, detach_loop, down,
+    pick_port_pair, supports_o_direct, write_state,
+)
+from .process import Daemon, log_tail
+
 __all__ = ["CephCluster", "CephClusterError", "DEFAULT_IMAGE_FEATURES"]
 
 DEFAULT_IMAGE_FEATURES = ("layering", "exclusive-lock", "object-map", "fast-diff",
                           "deep-flatten")
-STATE_FILE = "cluster.json"
-MON_ID = "a"
-_LOG_TAIL_LINES = 40
-_OSD_MEMORY_TARGET_MIN = 896 << 20  # Ceph refuses smaller osd_memory_target values
 
 _live: "weakref.WeakSet[CephCluster]" = weakref.WeakSet()
 _live_lock = threading.Lock()
-
-
-class CephClusterError(RuntimeError):
-    """A daemon failed to start, a command failed, or the cluster was not ready in time.
-
-    The message names the daemon or command, its exit status, and the tail of its log.
-    """
-
-
-def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 64 * 1024))
-            data = f.read().decode("utf-8", "replace")
-    except OSError as e:
-        return f"(no log: {e})"
-    text = "\n".join(data.splitlines()[-lines:])
-    return text or "(empty)"
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    # also refuse ports somebody is listening on / connected to
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) != 0
-
-
-def _pick_port_pair(exclude: Iterable[int] = ()) -> tuple[int, int]:
-    """Two free consecutive-ish TCP ports on 127.0.0.1 (v2, v1), randomised so two
-    clusters started at the same time are unlikely to race for the same pair."""
-    excl = set(exclude)
-    rng = random.Random(os.getpid() ^ time.monotonic_ns())
-    for _ in range(200):
-        p = rng.randrange(20000, 32000, 2)
-        if p in excl or p + 1 in excl:
-            continue
-        if _port_free(p) and _port_free(p + 1):
-            return p, p + 1
-    raise CephClusterError("no free TCP port pair on 127.0.0.1 in 20000-32000")
-
-
-def _supports_o_direct(directory: Path) -> bool:
-    probe = directory / f".odirect-probe-{os.getpid()}"
-    try:
-        fd = os.open(probe, os.O_CREAT | os.O_RDWR | os.O_DIRECT, 0o600)
-    except OSError:
-        return False
-    try:
-        import mmap
-        buf = mmap.mmap(-1, 4096)  # page aligned
-        try:
-            os.pwrite(fd, buf, 0)
-        except OSError:
-            return False
-        finally:
-            buf.close()
-        return True
-    finally:
-        os.close(fd)
-        try:
-            probe.unlink()
-        except OSError:
-            pass
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child of ours counts as dead
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-    except OSError:
-        return []
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    import ctypes
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-class _Daemon:
-    def __init__(self, name: str, argv: list[str], log: Path, stderr_path: Path,
-                 env: Mapping[str, str], die_with_parent: bool = False):
-        self.name = name
-        self.log = log
-        self.stderr_path = stderr_path
-        self.argv = argv
-        # PR_SET_PDEATHSIG fires when the *thread* that forked exits: only from the
-        # main thread, where that means the interpreter is gone (even by SIGKILL)
-        pre = _die_with_parent if (die_with_parent and threading.current_thread()
-                                   is threading.main_thread()) else None
-        with open(stderr_path, "ab") as err:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err,
-                                         stderr=subprocess.STDOUT, env=dict(env),
-                                         start_new_session=True, close_fds=True,
-                                         preexec_fn=pre)
-        self.pid = self.proc.pid
-
-    def poll(self) -> int | None:
-        return self.proc.poll()
-
-    def describe_failure(self, what: str) -> str:
-        rc = self.proc.poll()
-        status = ("still running" if rc is None else
-                  f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}")
-        return (f"{self.name} {what} ({status}); command: {' '.join(self.argv)}\n"
-                f"--- tail of {self.log} ---\n{_tail(self.log)}\n"
-                f"--- tail of {self.stderr_path} ---\n{_tail(self.stderr_path, 15)}")
-
-    def kill(self, sig: int = signal.SIGKILL, wait: float = 30.0) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.pid, sig)
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                self.proc.send_signal(sig)
-        try:
-            self.proc.wait(wait)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.pid, signal.SIGKILL)
-            self.proc.wait(10)
 
 
 class CephCluster:
@@ -262,8 +121,8 @@ class CephCluster:
         self.loop_device: str | None = None
         self.block_mode: str | None = None  # "file" | "loop" for bluestore
         self.start_seconds: float | None = None
-        self._mon: _Daemon | None = None
-        self._osd: _Daemon | None = None
+        self._mon: Daemon | None = None
+        self._osd: Daemon | None = None
         self._started = False
         self._detached = False
 
@@ -499,93 +358,19 @@ class CephCluster:
                 out.append("\n" + d.describe_failure("state"))
         return "".join(out)
 
-    def _conf_text(self) -> str:
-        d = self._dir
-        g: dict[str, object] = {
-            "fsid": self.fsid,
-            "mon host": self.mon_host,
-            "mon initial members": MON_ID,
-            "public network": "127.0.0.0/8",
-            "ms bind ipv6": "false",
-            "auth cluster required": "cephx",
-            "auth service required": "cephx",
-            "auth client required": "cephx",
-            "auth allow insecure global id reclaim": "false",
-            "osd pool default size": 1,
-            "osd pool default min size": 1,
-            "osd pool default pg autoscale mode": "off",
-            "mon allow pool size one": "true",
-            "mon allow pool delete": "true",
-            "mon warn on pool no redundancy": "false",
-            "mon data avail crit": 1,
-            "mon data avail warn": 2,
-            "osd crush chooseleaf type": 0,
-            "run dir": d / "run",
-            "admin socket": d / "run" / "$cluster-$name.asok",
-            "log file": d / "log" / "$cluster-$name.log",
-            "pid file": d / "run" / "$cluster-$name.pid",
-            "log to stderr": "false",
-            "err to stderr": "true",
-            "log to syslog": "false",
-            "log flush on exit": "true",
-            "mon data": d / "mon" / "$cluster-$id",
-            "osd data": d / "osd" / "$cluster-$id",
-            "keyring": d / "keyring" / "$cluster.$name.keyring",
-            "crash dir": d / "tmp",
-            "exporter sock dir": d / "run",
-            # TCG is ~10x slower: generous timeouts everywhere
-            "osd heartbeat grace": 120,
-            "osd heartbeat interval": 6,
-            "osd op thread timeout": 120,
-            "osd op thread suicide timeout": 600,
-            "osd recovery thread timeout": 120,
-            "osd command thread timeout": 600,
-            "threadpool default timeout": 120,
-            "mon osd report timeout": 900,
-            "mon lease": 15,
-            "client mount timeout": 120,
-        }
-        mon = {"mon cluster log file": d / "log" / "$cluster.log"}
-        osd: dict[str, object] = {
-            "osd objectstore": self.objectstore,
-            "keyring": "$osd_data/keyring",
-            "osd max object name len": 256,
-            "osd max object namespace len": 64,
-            "osd op num shards": 2,
-            "osd op num threads per shard": 1,
-        }
-        if self.objectstore == "memstore":
-            osd["memstore device bytes"] = self.osd_memory_bytes
-        else:
-            osd["osd memory target"] = max(self.osd_memory_bytes, _OSD_MEMORY_TARGET_MIN)
-            osd["bluestore fsck on mount"] = "false"
-            osd["bluestore block create"] = "true" if self.block_mode == "file" else "false"
-            osd["bluestore block size"] = self.store_bytes
-            osd["bluestore block path"] = (self.loop_device if self.block_mode == "loop"
-                                           else d / "osd" / "block")
-            osd["bdev enable discard"] = "true"
-        client = {"rbd cache": "false", "log file": d / "log" / "$cluster-$name.$pid.log",
-                  "admin socket": ""}
-        sections: dict[str, dict[str, object]] = {"global": g, "mon": mon, "osd": osd,
-                                                   "client": client}
-        for sec, opts in self.conf_overrides.items():
-            sections.setdefault(sec, {}).update(opts)
-        lines = []
-        for sec, opts in sections.items():
-            lines.append(f"[{sec}]")
-            lines += [f"\t{k} = {v}" for k, v in opts.items()]
-            lines.append("")
-        return "\n".join(lines)
-
     def _write_conf(self) -> None:
-        Path(self.conf_path).write_text(self._conf_text())
+        Path(self.conf_path).write_text(ceph_conf_text(
+            self._dir, fsid=self.fsid, mon_host=self.mon_host, objectstore=self.objectstore,
+            osd_memory_bytes=self.osd_memory_bytes, store_bytes=self.store_bytes,
+            block_mode=self.block_mode, loop_device=self.loop_device,
+            overrides=self.conf_overrides))
 
     def _start_mon(self) -> None:
         d = self._dir
         kr = d / "keyring"
         mon_kr = kr / "mon.keyring"
         for attempt in range(3):
-            self.mon_ports = _pick_port_pair()
+            self.mon_ports = pick_port_pair()
             self._write_conf()
             if attempt == 0:
                 self.run("ceph-authtool", "--create-keyring", str(mon_kr), "--gen-key",
@@ -603,16 +388,16 @@ class CephCluster:
             self.run("ceph-mon", "-c", self.conf_path, "--mkfs", "-i", MON_ID,
                      "--monmap", str(monmap), "--keyring", str(mon_kr))
             log = d / "log" / f"ceph-mon.{MON_ID}.log"
-            self._mon = _Daemon(f"ceph-mon (mon.{MON_ID})",
-                                ["ceph-mon", "-f", "-c", self.conf_path, "-i", MON_ID]
-                                + self.daemon_args.get("mon", []),
-                                log, d / "log" / f"mon.{MON_ID}.stderr", self.env(),
-                                self.die_with_parent)
+            self._mon = Daemon(f"ceph-mon (mon.{MON_ID})",
+                               ["ceph-mon", "-f", "-c", self.conf_path, "-i", MON_ID]
+                               + self.daemon_args.get("mon", []),
+                               log, d / "log" / f"mon.{MON_ID}.stderr", self.env(),
+                               self.die_with_parent)
             try:
                 self._wait_mon()
                 return
             except CephClusterError as e:
-                tail = _tail(log) + _tail(self._mon.stderr_path)
+                tail = log_tail(log) + log_tail(self._mon.stderr_path)
                 if "Address already in use" in tail and attempt < 2:
                     self._log(f"mon port clash on {self.mon_ports}, retrying")
                     self._mon.kill()
@@ -643,31 +428,16 @@ class CephCluster:
         osd_dir = self._dir / "osd"
         mode = self.bluestore_block
         if mode == "auto":
-            mode = "file" if _supports_o_direct(osd_dir) else "loop"
+            mode = "file" if supports_o_direct(osd_dir) else "loop"
         self.block_mode = mode
         if mode == "loop":
-            backing = osd_dir / "block.img"
-            with open(backing, "wb") as f:
-                f.truncate(self.store_bytes)
-            r = subprocess.run(["losetup", "--find", "--show", str(backing)],
-                               capture_output=True, text=True)
-            if r.returncode != 0 and "loop" in r.stderr + "loop":
-                subprocess.run(["modprobe", "loop"], capture_output=True)
-                r = subprocess.run(["losetup", "--find", "--show", str(backing)],
-                                   capture_output=True, text=True)
-            if r.returncode != 0:
-                raise CephClusterError(
-                    f"bluestore needs O_DIRECT, which {osd_dir} does not support, and "
-                    f"`losetup --find --show {backing}` failed (exit status "
-                    f"{r.returncode}): {r.stderr.strip()}. Run as root with "
-                    f"/dev/loop-control, or give a base_dir on ext4/xfs.")
-            self.loop_device = r.stdout.strip()
+            self.loop_device = attach_loop(osd_dir / "block.img", self.store_bytes)
             self._write_state()
         self._write_conf()
 
     def _detach_loop(self) -> None:
         if self.loop_device:
-            subprocess.run(["losetup", "-d", self.loop_device], capture_output=True)
+            detach_loop(self.loop_device)
             self.loop_device = None
 
     def _create_osd(self) -> None:
@@ -689,18 +459,18 @@ class CephCluster:
         except CephClusterError as e:
             raise CephClusterError(
                 f"ceph-osd --mkfs (osd.{self.osd_id}) failed: {e}\n--- tail of "
-                f"osd log ---\n{_tail(self._dir / 'log' / f'ceph-osd.{self.osd_id}.log')}"
+                f"osd log ---\n{log_tail(self._dir / 'log' / f'ceph-osd.{self.osd_id}.log')}"
             ) from None
 
     def _start_osd_daemon(self, wait: bool = True) -> None:
         d = self._dir
         n = self.osd_id
-        self._osd = _Daemon(f"ceph-osd (osd.{n})",
-                            ["ceph-osd", "-f", "-c", self.conf_path, "-i", str(n)]
-                            + self.daemon_args.get("osd", []),
-                            d / "log" / f"ceph-osd.{n}.log",
-                            d / "log" / f"osd.{n}.stderr", self.env(),
-                            self.die_with_parent)
+        self._osd = Daemon(f"ceph-osd (osd.{n})",
+                           ["ceph-osd", "-f", "-c", self.conf_path, "-i", str(n)]
+                           + self.daemon_args.get("osd", []),
+                           d / "log" / f"ceph-osd.{n}.log",
+                           d / "log" / f"osd.{n}.stderr", self.env(),
+                           self.die_with_parent)
         if wait:
             self._wait_osd_up()
 
@@ -764,40 +534,7 @@ class CephCluster:
             "pids": self.pids, "log_dir": self.log_dir,
             "start_seconds": self.start_seconds,
         }
-        tmp = self._dir / (STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(state, indent=2) + "\n")
-        os.replace(tmp, self._dir / STATE_FILE)
-
-
-def down(base_dir: str | os.PathLike, remove: bool = True) -> list[str]:
-    """Tear down a cluster left running by ``up``: kill exactly the recorded pids (after
-    checking each is still a ceph daemon using this directory's conf), detach the loop
-    device, remove the directory. Returns what was done."""
-    d = Path(base_dir).resolve()
-    done: list[str] = []
-    st_path = d / STATE_FILE
-    state = json.loads(st_path.read_text()) if st_path.exists() else {}
-    conf = str(d / "ceph.conf")
-    for name, pid in (state.get("pids") or {}).items():
-        argv = _cmdline(pid)
-        if argv and argv[0].split("/")[-1].startswith("ceph-") and conf in argv:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                done.append(f"killed {name} (pid {pid})")
-            except ProcessLookupError:
-                pass
-            for _ in range(100):
-                if not _pid_alive(pid):
-                    break
-                time.sleep(0.1)
-    loop = state.get("loop_device")
-    if loop:
-        subprocess.run(["losetup", "-d", loop], capture_output=True)
-        done.append(f"detached {loop}")
-    if remove and d.exists():
-        shutil.rmtree(d, ignore_errors=True)
-        done.append(f"removed {d}")
-    return done
+        write_state(self._dir, state)
 
 
 @atexit.register

@@ -18,6 +18,9 @@ iscsid) lands in <results>/logs; a failure raises/asserts with their tails.
 
 Only one QEMU VM runs at a time on the machine: run_in_vm takes a lock file and
 waits while any other qemu-system process exists.
+
+Not here: what the guest checks (tests/vm/guest/*.sh and their lib.sh), stopping
+process groups and log tails (process.py), the benchmarks' VM half (bench/vm.py).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .process import log_tail, stop_group
+
 REPO = Path(__file__).resolve().parents[2]
 LAB_SCRIPTS = REPO / "vagrant" / "scripts"
 LOCK_FILE = Path("/tmp/tcmu-rbd-vm.lock")
@@ -47,6 +52,7 @@ DEFAULT_CPUS = 2
 DEFAULT_TIMEOUT = 20 * 60
 # the guest ends the script this long before the host's timeout, to collect logs
 GUEST_GRACE = 60
+_TAIL_CHARS = 6000  # per log in a failure message
 
 
 class VMError(RuntimeError):
@@ -85,14 +91,6 @@ def find_kernel(boot: Path = Path("/boot"), modules: Path = Path("/lib/modules")
 
 def _version_key(ver: str) -> tuple:
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\-]", ver))
-
-
-def _tail(path: Path, lines: int = 40, max_chars: int = 6000) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as e:
-        return f"<cannot read: {e}>"
-    return "\n".join(text.splitlines()[-lines:])[-max_chars:]
 
 
 def _binary(path: Path) -> bool:
@@ -203,7 +201,8 @@ class VMResult:
             files += logs
         for p in files:
             if p.is_file() and p.stat().st_size:
-                parts.append(f"----- {p} (last {lines} lines) -----\n{_tail(p, lines)}")
+                parts.append(f"----- {p} (last {lines} lines) -----\n"
+                             f"{log_tail(p, lines, _TAIL_CHARS)}")
         return "\n".join(parts)
 
 
@@ -306,11 +305,11 @@ def run_in_vm(
                         _log(f"boot to script: {boot_seconds:.1f}s")
                     time.sleep(0.25)
             except BaseException:
-                _kill_group(proc)
+                stop_group(proc)
                 raise
             finally:
                 if proc.poll() is None:
-                    _kill_group(proc)
+                    stop_group(proc)
         wall = time.monotonic() - t0
     rc = proc.returncode
     timed_out = rc in (124, 137) and not (guest / "rc").exists()
@@ -324,20 +323,6 @@ def run_in_vm(
     if check and rc != 0:
         raise VMError(_failure_message(res, script))
     return res
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    import signal
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def _failure_message(res: VMResult, script: Path) -> str:

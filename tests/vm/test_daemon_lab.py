@@ -15,7 +15,7 @@ from _guest_checks import (  # noqa: F401 (collected here, in this order)
     test_every_guest_check_is_asserted,
 )
 
-from tcmu_rbd_lab.vm import _tail
+from tcmu_rbd_lab.process import log_tail
 
 GUEST = Path(__file__).parent / "guest" / "daemon.sh"
 
@@ -65,7 +65,7 @@ def guest_logs(run) -> str:
     parts = []
     for f in files:
         if f.is_file() and f.stat().st_size:
-            parts.append(f"===== {f} (last 40 lines) =====\n{_tail(f, 40)}")
+            parts.append(f"===== {f} (last 40 lines) =====\n{log_tail(f, 40, max_chars=6000)}")
     return "\n".join(parts)
 
 

@@ -1,0 +1,244 @@
+"""What a throwaway Ceph cluster needs around its daemons: host resources, the
+files in its directory, and tearing a detached cluster down from them.
+
+What belongs here: :class:`CephClusterError` (the one error of the cluster
+machinery), free loopback ports for the mon, bluestore's block device (the
+O_DIRECT probe, loop devices), the text of ceph.conf, the cluster.json state file
+and :func:`down`, which ``python -m tcmu_rbd_lab.ceph down`` runs on it.  No
+daemon is started here.
+
+What does NOT: the cluster's life cycle, the ceph/rbd/rados commands and the
+keyrings they make (ceph.py), starting and stopping processes (process.py).
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from .process import cmdline, pid_alive
+
+__all__ = ["CephClusterError", "MON_ID", "STATE_FILE", "pick_port_pair",
+           "supports_o_direct", "attach_loop", "detach_loop", "ceph_conf_text",
+           "write_state", "down"]
+
+STATE_FILE = "cluster.json"
+MON_ID = "a"
+_OSD_MEMORY_TARGET_MIN = 896 << 20  # Ceph refuses smaller osd_memory_target values
+
+
+class CephClusterError(RuntimeError):
+    """A daemon failed to start, a command failed, or the cluster was not ready in time.
+
+    The message names the daemon or command, its exit status, and the tail of its log.
+    """
+
+
+# ------------------------------------------------------------------ host resources
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    # also refuse ports somebody is listening on / connected to
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def pick_port_pair(exclude: Iterable[int] = ()) -> tuple[int, int]:
+    """Two free consecutive-ish TCP ports on 127.0.0.1 (v2, v1), randomised so two
+    clusters started at the same time are unlikely to race for the same pair."""
+    excl = set(exclude)
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(200):
+        p = rng.randrange(20000, 32000, 2)
+        if p in excl or p + 1 in excl:
+            continue
+        if _port_free(p) and _port_free(p + 1):
+            return p, p + 1
+    raise CephClusterError("no free TCP port pair on 127.0.0.1 in 20000-32000")
+
+
+def supports_o_direct(directory: Path) -> bool:
+    """Whether files in ``directory`` can be written with O_DIRECT (bluestore's need)."""
+    probe = directory / f".odirect-probe-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_RDWR | os.O_DIRECT, 0o600)
+    except OSError:
+        return False
+    try:
+        buf = mmap.mmap(-1, 4096)  # page aligned
+        try:
+            os.pwrite(fd, buf, 0)
+        except OSError:
+            return False
+        finally:
+            buf.close()
+        return True
+    finally:
+        os.close(fd)
+        try:
+            probe.unlink()
+        except OSError:
+            pass
+
+
+def attach_loop(backing: Path, size: int) -> str:
+    """A loop device over a new sparse file ``backing`` of ``size`` bytes (for a
+    directory without O_DIRECT); its path.  Tries ``modprobe loop`` once."""
+    with open(backing, "wb") as f:
+        f.truncate(size)
+    r = subprocess.run(["losetup", "--find", "--show", str(backing)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        subprocess.run(["modprobe", "loop"], capture_output=True)
+        r = subprocess.run(["losetup", "--find", "--show", str(backing)],
+                           capture_output=True, text=True)
+    if r.returncode != 0:
+        raise CephClusterError(
+            f"bluestore needs O_DIRECT, which {backing.parent} does not support, and "
+            f"`losetup --find --show {backing}` failed (exit status "
+            f"{r.returncode}): {r.stderr.strip()}. Run as root with "
+            f"/dev/loop-control, or give a base_dir on ext4/xfs.")
+    return r.stdout.strip()
+
+
+def detach_loop(device: str) -> None:
+    subprocess.run(["losetup", "-d", device], capture_output=True)
+
+
+# ----------------------------------------------------------------- directory files
+
+def ceph_conf_text(d: Path, *, fsid: str, mon_host: str, objectstore: str,
+                   osd_memory_bytes: int, store_bytes: int, block_mode: str | None,
+                   loop_device: str | None,
+                   overrides: Mapping[str, Mapping[str, object]]) -> str:
+    """ceph.conf of a cluster living in directory ``d``: one mon, one OSD, cephx,
+    size-1 pools, everything (data, logs, sockets, keyrings) under ``d``, and
+    ``overrides`` ({section: {option: value}}) merged last."""
+    g: dict[str, object] = {
+        "fsid": fsid,
+        "mon host": mon_host,
+        "mon initial members": MON_ID,
+        "public network": "127.0.0.0/8",
+        "ms bind ipv6": "false",
+        "auth cluster required": "cephx",
+        "auth service required": "cephx",
+        "auth client required": "cephx",
+        "auth allow insecure global id reclaim": "false",
+        "osd pool default size": 1,
+        "osd pool default min size": 1,
+        "osd pool default pg autoscale mode": "off",
+        "mon allow pool size one": "true",
+        "mon allow pool delete": "true",
+        "mon warn on pool no redundancy": "false",
+        "mon data avail crit": 1,
+        "mon data avail warn": 2,
+        "osd crush chooseleaf type": 0,
+        "run dir": d / "run",
+        "admin socket": d / "run" / "$cluster-$name.asok",
+        "log file": d / "log" / "$cluster-$name.log",
+        "pid file": d / "run" / "$cluster-$name.pid",
+        "log to stderr": "false",
+        "err to stderr": "true",
+        "log to syslog": "false",
+        "log flush on exit": "true",
+        "mon data": d / "mon" / "$cluster-$id",
+        "osd data": d / "osd" / "$cluster-$id",
+        "keyring": d / "keyring" / "$cluster.$name.keyring",
+        "crash dir": d / "tmp",
+        "exporter sock dir": d / "run",
+        # TCG is ~10x slower: generous timeouts everywhere
+        "osd heartbeat grace": 120,
+        "osd heartbeat interval": 6,
+        "osd op thread timeout": 120,
+        "osd op thread suicide timeout": 600,
+        "osd recovery thread timeout": 120,
+        "osd command thread timeout": 600,
+        "threadpool default timeout": 120,
+        "mon osd report timeout": 900,
+        "mon lease": 15,
+        "client mount timeout": 120,
+    }
+    mon = {"mon cluster log file": d / "log" / "$cluster.log"}
+    osd: dict[str, object] = {
+        "osd objectstore": objectstore,
+        "keyring": "$osd_data/keyring",
+        "osd max object name len": 256,
+        "osd max object namespace len": 64,
+        "osd op num shards": 2,
+        "osd op num threads per shard": 1,
+    }
+    if objectstore == "memstore":
+        osd["memstore device bytes"] = osd_memory_bytes
+    else:
+        osd["osd memory target"] = max(osd_memory_bytes, _OSD_MEMORY_TARGET_MIN)
+        osd["bluestore fsck on mount"] = "false"
+        osd["bluestore block create"] = "true" if block_mode == "file" else "false"
+        osd["bluestore block size"] = store_bytes
+        osd["bluestore block path"] = (loop_device if block_mode == "loop"
+                                       else d / "osd" / "block")
+        osd["bdev enable discard"] = "true"
+    client = {"rbd cache": "false", "log file": d / "log" / "$cluster-$name.$pid.log",
+              "admin socket": ""}
+    sections: dict[str, dict[str, object]] = {"global": g, "mon": mon, "osd": osd,
+                                               "client": client}
+    for sec, opts in overrides.items():
+        sections.setdefault(sec, {}).update(opts)
+    lines = []
+    for sec, opts in sections.items():
+        lines.append(f"[{sec}]")
+        lines += [f"\t{k} = {v}" for k, v in opts.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_state(d: Path, state: Mapping[str, object]) -> None:
+    """Replace ``d``/cluster.json atomically (``down`` may read it at any time)."""
+    tmp = d / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    os.replace(tmp, d / STATE_FILE)
+
+
+def down(base_dir: str | os.PathLike, remove: bool = True) -> list[str]:
+    """Tear down a cluster left running by ``up``: kill exactly the recorded pids (after
+    checking each is still a ceph daemon using this directory's conf), detach the loop
+    device, remove the directory. Returns what was done."""
+    d = Path(base_dir).resolve()
+    done: list[str] = []
+    st_path = d / STATE_FILE
+    state = json.loads(st_path.read_text()) if st_path.exists() else {}
+    conf = str(d / "ceph.conf")
+    for name, pid in (state.get("pids") or {}).items():
+        argv = cmdline(pid)
+        if argv and argv[0].split("/")[-1].startswith("ceph-") and conf in argv:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                done.append(f"killed {name} (pid {pid})")
+            except ProcessLookupError:
+                pass
+            for _ in range(100):
+                if not pid_alive(pid):
+                    break
+                time.sleep(0.1)
+    loop = state.get("loop_device")
+    if loop:
+        detach_loop(loop)
+        done.append(f"detached {loop}")
+    if remove and d.exists():
+        shutil.rmtree(d, ignore_errors=True)
+        done.append(f"removed {d}")
+    return done
