@@ -229,17 +229,6 @@ int rbd_dev_flush(struct rbd_dev *d, struct rq *q, uint64_t tag)
     return rc < 0 ? op_failed(o, c, rc) : 0;
 }
 
-int rbd_dev_discard(struct rbd_dev *d, struct rq *q, uint64_t tag, uint64_t off, uint64_t len)
-{
-    rbd_completion_t c;
-    struct op *o = op_new(q, tag, &c);
-    int rc;
-    if (!o)
-        return -ENOMEM;
-    rc = rbd_aio_discard(d->image, off, len, c);
-    return rc < 0 ? op_failed(o, c, rc) : 0;
-}
-
 int rbd_dev_write_zeroes(struct rbd_dev *d, struct rq *q, uint64_t tag, uint64_t off, uint64_t len)
 {
     rbd_completion_t c;
@@ -247,6 +236,9 @@ int rbd_dev_write_zeroes(struct rbd_dev *d, struct rq *q, uint64_t tag, uint64_t
     int rc;
     if (!o)
         return -ENOMEM;
+    /* exact at any offset and length (partial discards: zeroed), and whole
+     * objects are still deallocated; a plain discard drops pieces smaller
+     * than rbd_discard_granularity_bytes */
     rc = rbd_aio_write_zeroes(d->image, off, len, c, 0, 0);
     return rc < 0 ? op_failed(o, c, rc) : 0;
 }

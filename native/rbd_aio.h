@@ -40,7 +40,6 @@ int rbd_dev_readv(struct rbd_dev *d, struct rq *q, uint64_t tag,
 int rbd_dev_writev(struct rbd_dev *d, struct rq *q, uint64_t tag,
                    const struct iovec *iov, uint32_t cnt, uint64_t off, int fua);
 int rbd_dev_flush(struct rbd_dev *d, struct rq *q, uint64_t tag);
-int rbd_dev_discard(struct rbd_dev *d, struct rq *q, uint64_t tag, uint64_t off, uint64_t len);
 int rbd_dev_write_zeroes(struct rbd_dev *d, struct rq *q, uint64_t tag, uint64_t off, uint64_t len);
 /* pattern: one block taken from the iovecs (gathered in C) */
 int rbd_dev_writesame(struct rbd_dev *d, struct rq *q, uint64_t tag, uint64_t off, uint64_t len,

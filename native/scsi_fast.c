@@ -42,7 +42,6 @@ int scsi_fast_decide(const uint8_t *cdb, uint32_t cdb_len, uint64_t data_len,
     if (cdb[1] & 0xE0                           /* RDPROTECT/WRPROTECT: no protection information */
             || n == 0                           /* nothing to transfer: GOOD without I/O */
             || n * lim->block_size != data_len  /* n < 2^32, block_size < 2^32: no overflow */
-            || n > lim->max_xfer_blocks
             || lba > lim->num_blocks || n > lim->num_blocks - lba   /* lba + n > num_blocks */
             || lim->ua_pending                  /* the SCSI core reports it first */
             || (dir == SCSI_FAST_WRITE && lim->read_only))

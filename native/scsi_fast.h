@@ -21,7 +21,6 @@
 struct scsi_fast_limits {
     uint64_t num_blocks;
     uint32_t block_size;
-    uint32_t max_xfer_blocks;
     uint8_t  read_only;
     uint8_t  ua_pending;    /* a CAPACITY DATA HAS CHANGED unit attention waits */
 };

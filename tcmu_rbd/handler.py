@@ -11,8 +11,9 @@ command the ring no longer holds (after a ring reset, or an abort) is
 recognised and dropped instead of completing somebody else's command.
 
 The hot path (READ, WRITE) is a straight line: parse, submit, complete.  Rare
-multi-step operations (verify, write-and-verify, UNMAP lists, EXTENDED COPY)
-run as small generators that yield backend submissions.
+multi-step operations (verify, write-and-verify, UNMAP lists, EXTENDED COPY,
+a READ shorter than its Data-In buffer) run as small generators that yield
+backend submissions.
 """
 
 from __future__ import annotations
@@ -42,6 +43,20 @@ SCRATCH = 1 << 20   # per-step buffer for verify/copy (bounded: never the whole 
 _SENSE_INTERNAL = scsi.sense(0x04, 0x44, 0x00)
 _SENSE_INVALID_OPCODE = scsi.sense(0x05, 0x20, 0x00)
 _SENSE_ABORTED = scsi.sense(0x0B, 0x00, 0x00)
+
+
+def _iov_prefix(iov, cnt, length):
+    """A copy of the first `length` bytes' worth of an iovec array:
+    (struct iovec[], count)."""
+    out = ffi.new("struct iovec[]", max(cnt, 1))
+    n = 0
+    while length and n < cnt:
+        take = min(iov[n].iov_len, length)
+        out[n].iov_base = iov[n].iov_base
+        out[n].iov_len = take
+        length -= take
+        n += 1
+    return out, n
 
 
 class Handler:
@@ -207,7 +222,10 @@ class Handler:
         if self._aborted:
             self._aborted.discard(cid)
         if kind == READ:
-            self.backend.read(tag | self._fast, c.iov, c.iov_cnt, op[1], op[2])
+            if op[2] == c.data_len:
+                self.backend.read(tag | self._fast, c.iov, c.iov_cnt, op[1], op[2])
+            else:       # less than the buffer: the rest is not handed out (READ_LEN)
+                self._start_steps(cid, self._read_part(c, op))
         elif kind == WRITE:
             self.backend.write(tag | self._fast, c.iov, c.iov_cnt, op[1], op[2], op[3])
         elif kind == DONE:
@@ -292,14 +310,17 @@ class Handler:
             if gen is None:
                 self._answer(cid, c, CHECK_CONDITION, _SENSE_INTERNAL, None)
                 return
-            step = gen(c, op)
-            self._steps[cid] = step
-            self._advance(cid, step, None)
+            self._start_steps(cid, gen(c, op))
+
+    def _start_steps(self, cid, step) -> None:
+        self._steps[cid] = step
+        self._advance(cid, step, None)
 
     def _advance(self, cid, step, value) -> None:
         """Run a multi-step op until it has I/O in flight or finishes.  The
         generator yields a callable(tag) that submits one backend op and is
-        sent back (ret, extra); it returns (status, sense).  A synchronous
+        sent back (ret, extra); it returns (status, sense) or (status, sense,
+        read_len) when fewer bytes than the Data-In buffer are data.  A synchronous
         backend completes inside the submit call: that result is parked and
         the loop goes on, so long ops never recurse."""
         tag = (self._cmds[cid].gen << 16) | cid
@@ -318,16 +339,27 @@ class Handler:
         except StopIteration as done:
             self._steps.pop(cid, None)
             self._aborted.discard(cid)
-            status, sense = done.value
+            res = done.value
+            status, sense = res[0], res[1]
             if status != GOOD:
                 self.stats["errors"] += 1
-            self.ring.complete(cid, status, sense or ffi.NULL)
+            self.ring.complete(cid, status, sense or ffi.NULL, res[2] if len(res) > 2 else -1)
         finally:
             self._running = None
 
+    def _read_part(self, c, op):
+        _, off, length, _ = op
+        iov, cnt = _iov_prefix(c.iov, c.iov_cnt, length)
+        ret, _ = yield (lambda tag: self.backend.read(tag, iov, cnt, off, length))
+        if ret < 0:
+            return scsi.io_result(READ, ret, 0)
+        return GOOD, None, length
+
     def _unmap(self, c, op):
+        # zeroes, not a discard: librbd drops the parts of a discard smaller
+        # than its granularity, and LBPRZ promises they read back zero
         for off, length in op[1]:
-            ret, _ = yield (lambda tag, o=off, n=length: self.backend.discard(tag, o, n))
+            ret, _ = yield (lambda tag, o=off, n=length: self.backend.write_zeroes(tag, o, n))
             if ret < 0:
                 return scsi.io_result(scsi.UNMAP, ret, 0)
         return GOOD, None
@@ -366,15 +398,26 @@ class Handler:
         return (yield from self._compare_medium(c, off, length, 1, 0, scsi.WRITE_VERIFY))
 
     def _copy(self, c, op):
-        for src, dst, length in op[1]:
-            for pos, n, _, iov in self._chunks(length):
-                ret, _ = yield (lambda tag, o=src + pos: self.backend.read(tag, iov, 1, o, n))
-                if ret < 0:
-                    return scsi.io_result(scsi.COPY, ret, 0)
-                ret, _ = yield (lambda tag, o=dst + pos: self.backend.write(tag, iov, 1, o, n))
-                if ret < 0:
-                    return scsi.io_result(scsi.COPY, ret, 0)
-        return GOOD, None
+        _, segments, list_id, _ = op
+        lun = self.lun
+        scsi.record_copy(lun, list_id, scsi.COPY_IN_PROGRESS, 0, 0)
+        done = moved = 0
+        outcome = scsi.COPY_FAILED      # also when aborted (the generator is closed)
+        try:
+            for src, dst, length in segments:
+                for pos, n, _, iov in self._chunks(length):
+                    ret, _ = yield (lambda tag, o=src + pos: self.backend.read(tag, iov, 1, o, n))
+                    if ret < 0:
+                        return scsi.io_result(scsi.COPY, ret, 0)
+                    ret, _ = yield (lambda tag, o=dst + pos: self.backend.write(tag, iov, 1, o, n))
+                    if ret < 0:
+                        return scsi.io_result(scsi.COPY, ret, 0)
+                    moved += n
+                done += 1
+            outcome = scsi.COPY_COMPLETED
+            return GOOD, None
+        finally:
+            scsi.record_copy(lun, list_id, outcome, done, moved)
 
     def _lba_status(self, cid, c, offset, alloc_len) -> None:
         try:

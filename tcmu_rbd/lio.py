@@ -3,7 +3,8 @@
 Belongs here: finding TCMU devices (their uio nodes in sysfs), the uio name
 ``tcm-user/<hba>/<name>/<dev_config>`` and what it says, the device's configfs
 directory (``core/user_<hba>/<name>``: attributes, unit serial, size, the
-``action/`` files block_dev and reset_ring), the target_core_user module
+``action/`` files block_dev and reset_ring), the fabric LUNs that link to it
+(``<fabric>/<wwn>/<tpg>/lun/lun_N/``), the target_core_user module
 parameters, and which processes hold ``/dev/uioN``.  The supervisor, the
 worker and targetcli-rbd all read the kernel through this module.
 
@@ -23,6 +24,7 @@ from an rtslib storage object to this model with
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 from dataclasses import dataclass
@@ -44,6 +46,11 @@ class Roots:
     @property
     def uio_class(self) -> str:
         return os.path.join(self.sysfs, "class", "uio")
+
+    @property
+    def target(self) -> str:
+        """configfs ``target/``: ``core`` and one directory per fabric module."""
+        return os.path.dirname(self.configfs.rstrip("/"))
 
     @property
     def modparams(self) -> str:
@@ -188,6 +195,20 @@ class TcmuDevice:
             except (ValueError, IndexError):
                 return 0
         return 0
+
+    def fabrics(self) -> set[str]:
+        """The fabric modules this device is exported through: the configfs
+        directory names (``iscsi``, ``loopback``, ``vhost``, ...) of every
+        ``<fabric>/<wwn>/<tpg>/lun/lun_N/`` whose link names this device's
+        ``core/user_<hba>/<name>``.  Empty when it is on no LUN."""
+        me = os.path.realpath(self.configfs)
+        pattern = os.path.join(glob.escape(self.roots.target), "*", "*", "*", "lun", "*", "*")
+        out = set()
+        for link in glob.glob(pattern):
+            fabric = os.path.relpath(link, self.roots.target).split(os.sep, 1)[0]
+            if fabric != "core" and os.path.islink(link) and os.path.realpath(link) == me:
+                out.add(fabric)
+        return out
 
     def action(self, action: str, value: int) -> bool:
         """Write ``action/<action>``; False (and a warning) when the kernel refuses."""

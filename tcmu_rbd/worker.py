@@ -142,9 +142,13 @@ class Worker:
                  lun.num_blocks, block, " (read-only snapshot)" if backend.read_only else "")
 
     def _refresh_identity(self, lun) -> None:
+        """Before INQUIRY: the serial (written after the device is enabled)
+        and the transport INQUIRY claims (the LUNs come and go)."""
         serial = self.dev.serial()
         if serial and serial != lun.serial:
             lun.serial = serial
+        only_iscsi = self.dev.fabrics() == {"iscsi"}
+        lun.transport_version_descriptor = scsi.VD_ISCSI if only_iscsi else 0
 
     def on_control(self) -> None:
         try:

@@ -3,7 +3,8 @@
 same CDBs, data lengths and LUN limits and must take the same decisions.
 
 Generation leans to where a rule would break: the four opcodes and their
-neighbours, LBAs and lengths at the LUN's end and at max_xfer_blocks, the
+neighbours, LBAs and lengths at the LUN's end and at max_xfer_blocks (which
+bounds neither side: the kernel bounds what it delivers), the
 field widths' limits, byte-1 flag bits, short CDBs, data lengths a byte or a
 block off, read-only LUNs and a pending unit attention.  The C side also gets
 garbage after the CDB it is given, so reading past cdb_len shows up as a
@@ -123,7 +124,9 @@ LUN = dict(num_blocks=100, block_size=512, max_xfer_blocks=8)
     (_rw10(0x28, 99, 1, b1=0x18), 512, {"read_only": True}, (scsi.READ, 99 * 512, 512, 0)),
     (_rw16(0x8A, 0, 1), 512, {"read_only": True}, None),
     (_rw16(0x88, 93, 8), 4096, {}, None),                    # one block past the end
-    (_rw16(0x88, 0, 9), 9 * 512, {}, None),                  # over max_xfer_blocks
+    (_rw16(0x88, 0, 9), 9 * 512, {}, (scsi.READ, 0, 9 * 512, 0)),      # over max_xfer_blocks
+    (_rw10(0x2A, 0, 100), 100 * 512, {}, (scsi.WRITE, 0, 100 * 512, 0)),
+    (_rw16(0x88, 0, 2), 3 * 512, {}, None),                  # D > S: the slow path's
     (_rw16(0x88, 0, 0), 0, {}, None),
     (_rw16(0x88, 0, 1), 511, {}, None),
     (_rw16(0x88, 0, 1, b1=0x20), 512, {}, None),             # RDPROTECT
@@ -163,11 +166,15 @@ def test_the_generator_reaches_every_decision():
     def collect(data):
         lun = data.draw(luns())
         cdb, data_len = data.draw(commands(lun))
-        seen.add(_why(cdb, lun, data_len))
+        why = _why(cdb, lun, data_len)
+        seen.add(why)
+        if why.startswith(("read", "write")) and \
+                struct.unpack_from(">IxH" if cdb[0] < 0x80 else ">QI", cdb, 2)[1] > lun.max_xfer_blocks:
+            seen.add("above max_xfer")
 
     collect()
     assert seen >= {"read", "write", "write fua", "opcode", "short", "flags", "n == 0",
-                    "data_len", "max_xfer", "range", "ua", "read-only"}, seen
+                    "data_len", "range", "ua", "read-only", "above max_xfer"}, seen
 
 
 def _why(cdb, lun, data_len):
@@ -181,7 +188,6 @@ def _why(cdb, lun, data_len):
     write = cdb[0] & 0x02
     for reason, hit in (("flags", cdb[1] & 0xE0), ("n == 0", n == 0),
                         ("data_len", n * lun.block_size != data_len),
-                        ("max_xfer", n > lun.max_xfer_blocks),
                         ("range", lba + n > lun.num_blocks), ("ua", lun.ua_capacity_changed),
                         ("read-only", write and lun.read_only)):
         if hit:

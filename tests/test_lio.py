@@ -2,6 +2,7 @@
 in a temp dir."""
 
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -155,3 +156,33 @@ def test_holder_recognises_workers_by_their_contract_arguments():
     assert not lio.Holder(2, ("fio", "--uio", "uio0")).is_worker_of("uio0")
     assert not lio.Holder(3, ("x", "--ctl-fd", "7", "--uio")).is_worker_of("uio0")
     assert lio.Holder(4, ()).describe() == "pid 4 (?)"
+
+
+def export(roots, fabric, wwn, lun, hba, name, tpg="tpgt_1"):
+    """A fabric LUN linking to core/user_<hba>/<name>, as configfs shows it."""
+    d = Path(roots.target) / fabric / wwn / tpg / "lun" / f"lun_{lun}"
+    d.mkdir(parents=True)
+    (d / "alua_tg_pt_gp").write_text("default_tg_pt_gp\n")
+    (d / "statistics").mkdir()
+    rel = Path(os.path.relpath(Path(roots.configfs) / f"user_{hba}" / name, d))
+    (d / "a1b2c3d4e5").symlink_to(rel)
+
+
+def test_fabrics_the_device_is_exported_on(roots):
+    add(roots, 0, "disk0", hba=1)
+    add(roots, 1, "disk1", hba=1)
+    k = lio.Kernel(roots)
+    dev0, dev1 = k.device("uio0"), k.device("uio1")
+    assert roots.target == str(Path(roots.configfs).parent)
+    assert dev0.fabrics() == set()
+    export(roots, "iscsi", "iqn.2003-01.org.x:gw1", 0, 1, "disk0")
+    export(roots, "iscsi", "iqn.2003-01.org.x:gw2", 3, 1, "disk0", tpg="tpgt_2")
+    export(roots, "loopback", "naa.5001405aaaaaaaaa", 0, 1, "disk1")
+    (Path(roots.target) / "iscsi" / "discovery_auth").mkdir()
+    assert dev0.fabrics() == {"iscsi"}
+    assert dev1.fabrics() == {"loopback"}
+    export(roots, "vhost", "naa.5001405bbbbbbbbb", 0, 1, "disk0")
+    assert dev0.fabrics() == {"iscsi", "vhost"}
+    # another device of the same name on another HBA is not this one
+    add(roots, 2, "disk0", hba=2)
+    assert k.device("uio2").fabrics() == set()

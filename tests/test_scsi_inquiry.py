@@ -12,13 +12,24 @@ from scsi_util import NAA, P, SERIAL, assert_good, assert_invalid_cdb, inquiry, 
 class TestInquiry:
     def test_standard(self):
         d = assert_good(P(inquiry()))
-        assert len(d) == 36
-        assert d[0] == 0 and d[1] == 0 and d[2] == 0x05 and d[3] == 0x02 and d[4] == 31
+        assert len(d) == 96
+        assert d[0] == 0 and d[1] == 0 and d[2] == 0x06 and d[3] == 0x02 and d[4] == 91
         assert d[5] == 0x08 | 0x10          # 3PC, TPGS implicit
         assert d[6] == 0 and d[7] == 0x02   # CmdQue
         assert d[8:16] == b"LIO-ORG "
         assert d[16:32] == b"TCMU device     "
         assert d[32:36] == b"0002"
+        assert d[36:58] == bytes(22) and d[66:96] == bytes(30)
+        # SAM-5, transport not known, SPC-4, SBC-3
+        assert d[58:66] == bytes.fromhex("00a0000004600" "4c0")
+
+    def test_version_descriptors_with_the_transport(self):
+        lun = make_lun(transport_version_descriptor=scsi.VD_ISCSI)
+        d = assert_good(P(inquiry(), lun))
+        assert scsi.VD_ISCSI == 0x0960
+        assert d[58:66] == bytes.fromhex("00a00960046004c0")
+        assert assert_good(P(inquiry(alloc=62), lun)) == d[:62]
+        assert assert_good(P(inquiry(alloc=36), lun)) == d[:36]
 
     def test_identity_fields(self):
         lun = make_lun(vendor="X", product="a-very-long-product-name", revision="1")

@@ -5,6 +5,8 @@ Pure (no kernel); byte-level checks against SPC-4/SBC-3 and tcmu-runner."""
 
 import struct
 
+import pytest
+
 from tcmu_rbd import scsi
 from scsi_util import (
     P, assert_check, assert_good, assert_invalid_cdb, assert_invalid_param, data_from,
@@ -121,6 +123,24 @@ class TestReportSupportedOpcodes:
         assert assert_good(P(rsoc(3, 0x9E, 0x12)))[:4] == bytes([0, 3, 0, 16])
         assert assert_good(P(rsoc(3, 0x28, 0x55)))[:4] == bytes([0, 3, 0, 10])
         assert_invalid_cdb(P(rsoc(4, 0x28)), 2, 2)
+
+    @pytest.mark.parametrize("op,sa,usage", [
+        (0x34, None, "3402ffffffff00ffff00"),                          # PRE-FETCH(10)
+        (0x90, None, "9002ffffffffffffffffffffffff0000"),              # PRE-FETCH(16)
+        (0xAF, None, "af16ffffffffffffffff0000"),                      # VERIFY(12)
+        (0xAE, None, "ae12ffffffffffffffff0000"),                      # WRITE AND VERIFY(12)
+        (0x37, None, "37001f00000000ffff00"),                          # READ DEFECT DATA(10)
+        (0xB7, None, "b71fffffffffffffffff0000"),                      # READ DEFECT DATA(12)
+        (0x84, 0x00, "841fff00000000000000ffffffff0000"),              # RCR COPY STATUS
+    ])
+    def test_new_commands(self, op, sa, usage):
+        usage = bytes.fromhex(usage)
+        d = assert_good(P(rsoc(1, op) if sa is None else rsoc(2, op, sa)))
+        assert d == bytes([0, 0x03]) + struct.pack(">H", len(usage)) + usage
+        d = assert_good(P(rsoc()))
+        entry = bytes((op, 0)) + struct.pack(">H", sa or 0) + bytes((0, 0 if sa is None else 1)) \
+            + struct.pack(">H", len(usage))
+        assert entry in [d[p:p + 8] for p in range(4, len(d), 8)]
 
     def test_unmap_only_when_thin(self):
         assert assert_good(P(rsoc(1, 0x42), make_lun(thin=False)))[1] == 0x01

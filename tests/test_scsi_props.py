@@ -117,10 +117,13 @@ def check_well_formed(r, cdb, lun, data_len, param_len):
     if kind in _IO_KINDS:
         off, length, extra = r[1], r[2], r[3]
         assert off >= 0 and length > 0 and off + length <= size, r
-        assert off % bs == 0 and length % bs == 0
-        assert length <= lun.max_xfer_blocks * bs or kind in (scsi.WRITE_SAME, scsi.WRITE_ZEROES,
-                                                               scsi.VERIFY)
-        if kind in (scsi.READ, scsi.WRITE, scsi.WRITE_VERIFY):
+        assert off % bs == 0
+        if kind == scsi.READ:       # what the Data-In buffer holds of what the CDB asks
+            assert length <= data_len and extra == 0
+            assert length == data_len or length % bs == 0
+        else:
+            assert length % bs == 0
+        if kind in (scsi.WRITE, scsi.WRITE_VERIFY):
             assert length == data_len and extra in (0, 1)
         elif kind == scsi.COMPARE_AND_WRITE:
             assert 2 * length == data_len and length == bs
@@ -135,9 +138,9 @@ def check_well_formed(r, cdb, lun, data_len, param_len):
         for off, length in r[1]:
             assert 0 <= off and 0 < length and off + length <= size and off % bs == 0
     elif kind == scsi.COPY:
-        assert r[1]
+        assert r[2] is None or 0 <= r[2] <= 255
         for src, dst, length in r[1]:
-            assert 0 < length and src + length <= size and dst + length <= size
+            assert 0 <= length and src + length <= size and dst + length <= size
     elif kind == scsi.GET_LBA_STATUS:
         assert 0 <= r[1] < size and r[2] > 0 and r[1] % bs == 0
     else:

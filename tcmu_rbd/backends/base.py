@@ -24,7 +24,7 @@ import abc
 class Backend(abc.ABC):
     size: int = 0              # bytes
     read_only: bool = False
-    granularity: int = 4096    # discard/allocation granularity in bytes (rbd: object size)
+    granularity: int = 4096    # deallocation granularity in bytes (rbd: object size)
     name: str = ""
 
     def __init__(self):
@@ -56,10 +56,10 @@ class Backend(abc.ABC):
     def flush(self, tag): ...
 
     @abc.abstractmethod
-    def discard(self, tag, offset, length): ...
-
-    @abc.abstractmethod
-    def write_zeroes(self, tag, offset, length): ...
+    def write_zeroes(self, tag, offset, length):
+        """The range reads back zero afterwards, exactly, at any offset and
+        length; deallocated where the backend can (UNMAP, WRITE SAME with
+        UNMAP, FORMAT UNIT)."""
 
     @abc.abstractmethod
     def write_same(self, tag, offset, length, iov, cnt, pattern_len): ...

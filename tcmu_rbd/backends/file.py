@@ -75,14 +75,12 @@ class FileBackend(Backend):
     def flush(self, tag):
         self.on_complete(tag, self._sync(0), 0)
 
-    def discard(self, tag, offset, length):
+    def write_zeroes(self, tag, offset, length):
         if self.read_only:
             return self.on_complete(tag, -errno.EROFS, 0)
         if self._bad(offset, length):
             return self.on_complete(tag, -errno.EINVAL, 0)
         self.on_complete(tag, lib.file_punch_hole(self.fd, offset, length), 0)
-
-    write_zeroes = discard
 
     def write_same(self, tag, offset, length, iov, cnt, pattern_len):
         if self.read_only:

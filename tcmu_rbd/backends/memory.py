@@ -68,15 +68,13 @@ class MemoryBackend(Backend):
         lib.iov_fill(v, 1, 0, 0, length)
         self._mark(offset, length, 0)
 
-    def discard(self, tag, offset, length):
+    def write_zeroes(self, tag, offset, length):
         if self.read_only:
             return self.on_complete(tag, -errno.EROFS, 0)
         if not self._ok(offset, length):
             return self.on_complete(tag, -errno.EINVAL, 0)
         self._zero(offset, length)
         self.on_complete(tag, 0, 0)
-
-    write_zeroes = discard
 
     def write_same(self, tag, offset, length, iov, cnt, pattern_len):
         if self.read_only:

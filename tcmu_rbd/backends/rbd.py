@@ -108,9 +108,6 @@ class RbdBackend(Backend):
     def flush(self, tag):
         self._submitted(tag, lib.rbd_dev_flush(self._d, self._q, tag))
 
-    def discard(self, tag, offset, length):
-        self._submitted(tag, lib.rbd_dev_discard(self._d, self._q, tag, offset, length))
-
     def write_zeroes(self, tag, offset, length):
         self._submitted(tag, lib.rbd_dev_write_zeroes(self._d, self._q, tag, offset, length))
 

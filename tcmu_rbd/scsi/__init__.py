@@ -6,23 +6,31 @@
 parse() returns a 4-tuple (offsets/lengths in bytes):
   (DONE, status, sense_or_None, data_or_None)   emulated; data already truncated
                                                 to the CDB's allocation length
-  (READ, offset, length, 0)
+  (READ, offset, length, 0)                     length <= the Data-In buffer: when
+                                                less, only that much is read and
+                                                READ_LEN reports it
   (WRITE, offset, length, fua)
   (WRITE_VERIFY, offset, length, 0)
   (VERIFY, offset, length, bytchk)              bytchk 1: compare with Data-Out
   (FLUSH, 0, 0, 0)
-  (UNMAP, [(offset, length), ...], 0, 0)
+  (UNMAP, [(offset, length), ...], 0, 0)        every range reads zero after (LBPRZ)
   (WRITE_SAME, offset, length, pattern_len)     pattern = first block of Data-Out
   (WRITE_ZEROES, offset, length, 0)             WRITE SAME UNMAP+zero block / NDOB, FORMAT UNIT
   (COMPARE_AND_WRITE, offset, length, 0)        Data-Out: length to compare + length to write
   (GET_LBA_STATUS, offset, alloc_len, 0)        then lba_status_data(lun, lba, extents, alloc_len)
-  (COPY, [(src_offset, dst_offset, length), ...], 0, 0)
+  (COPY, [(src_offset, dst_offset, length), ...], list_id, 0)
+                                                every segment (zero-length too);
+                                                list_id None: not to be recorded,
+                                                else record_copy() it as it runs
 After the backend completes: io_result(kind, ret, extra) -> (status, sense_or_None).
 
-Modules: cdb (parse: the command table and every answer), fast (the plain
-READ/WRITE(10/16) rule, parse()'s hot path; native/scsi_fast.c is its C twin),
-sense (status, sense data, op kinds), lun (the LUN parse() answers for), pages
-(INQUIRY/VPD, mode pages, capacity and the other data parse() returns).
+Modules: cdb (parse: the command table), fast (the plain READ/WRITE(10/16)
+rule, parse()'s hot path; native/scsi_fast.c is its C twin), block (SBC-3
+commands), primary (SPC-4 commands), xcopy (EXTENDED COPY, RECEIVE COPY
+RESULTS: the copy manager), fields (field layouts, parameter lists, answers
+with data), sense (status, sense data, op kinds), lun (the LUN parse()
+answers for), pages (INQUIRY/VPD, mode pages, capacity and the other data
+parse() returns).
 """
 
 from .sense import (  # noqa: F401
@@ -39,5 +47,6 @@ from .lun import (  # noqa: F401
     ALUA_ACTIVE_OPTIMIZED, ALUA_ACTIVE_NON_OPTIMIZED, ALUA_STANDBY, ALUA_UNAVAILABLE,
     ALUA_OFFLINE, ALUA_TRANSITIONING, TPGS_NONE, TPGS_IMPLICIT, TPGS_EXPLICIT, PROTO_ISCSI,
 )
-from .pages import lba_status_data  # noqa: F401
+from .pages import VD_ISCSI, lba_status_data  # noqa: F401
+from .xcopy import COPY_COMPLETED, COPY_FAILED, COPY_IN_PROGRESS, record_copy  # noqa: F401
 from .cdb import parse  # noqa: F401

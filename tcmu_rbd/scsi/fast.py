@@ -3,12 +3,14 @@
 A READ(10), WRITE(10), READ(16) or WRITE(16) is *plain* when its CDB is long
 enough, it asks for no protection information (RDPROTECT/WRPROTECT, byte 1
 bits 7-5, are 0), it transfers at least one block, the Data-In/Data-Out
-length is exactly its blocks, it is within the LUN's maximum transfer and its
-capacity, no capacity-changed unit attention is pending, and (a WRITE) the
-LUN is writable.  Then the answer is (READ, offset, length, 0) or
-(WRITE, offset, length, fua), offsets and lengths in bytes; anything else is
-for the SCSI core's slow path (cdb.py), which gives a plain command the same
-answer (tests/test_scsi_props.py) and everything else its proper one.
+length is exactly its blocks, it is within the LUN's capacity, no
+capacity-changed unit attention is pending, and (a WRITE) the LUN is
+writable.  No transfer limit: the kernel delivered the data, and it bounds
+what it maps (its data area).  Then the answer is (READ, offset, length, 0)
+or (WRITE, offset, length, fua), offsets and lengths in bytes; anything else
+is for the SCSI core's slow path (cdb.py, block.py), which gives a plain
+command the same answer (tests/test_scsi_props.py) and everything else its
+proper one.
 
 This module is the rule's only statement in Python.  Its twin in C,
 native/scsi_fast.c, lets the engine start plain commands without a Python
@@ -18,9 +20,9 @@ change to the rule is one line here, one line there.
 
 Belongs here: the rule, the layouts of the fields it reads, and
 `store_limits` (what of a Lun the C twin reads: struct scsi_fast_limits).
-Not here: the answers for anything that is not plain (cdb.py), the engine's
-own reasons to leave a command to Python (a malformed ring entry, a pending
-abort: native/engine.c, handler.py).
+Not here: the answers for anything that is not plain (cdb.py, block.py), the
+engine's own reasons to leave a command to Python (a malformed ring entry, a
+pending abort: native/engine.c, handler.py).
 """
 
 import struct
@@ -60,7 +62,6 @@ def or_else(otherwise):
                 if not (cdb[1] & 0xE0                   # RDPROTECT/WRPROTECT: no PI
                         or n == 0                       # nothing to transfer: GOOD without I/O
                         or n * bs != data_len
-                        or n > lun.max_xfer_blocks
                         or lba + n > lun.num_blocks
                         or lun.ua_capacity_changed):    # the slow path reports it first
                     if kind == READ:
@@ -85,6 +86,5 @@ def store_limits(lun, lim):
     """Copy what the C twin reads of lun into lim (a struct scsi_fast_limits)."""
     lim.num_blocks = lun.num_blocks
     lim.block_size = lun.block_size
-    lim.max_xfer_blocks = lun.max_xfer_blocks
     lim.read_only = lun.read_only
     lim.ua_pending = lun.ua_capacity_changed

@@ -84,11 +84,17 @@ class Lun:
     max_write_same_blocks: int = 0  # 0 -> max_unmap_blocks
     solid_state: bool = True       # VPD B1 MEDIUM ROTATION RATE = 1 (non-rotating)
     config_string: str = ""        # dev_config, e.g. "rbd/pool/img;osd_op_timeout=30" (VPD 83 vendor-specific)
+    # standard INQUIRY's transport version descriptor: pages.VD_ISCSI when every
+    # port the LUN is exported on is iSCSI, 0 when not known (or mixed)
+    transport_version_descriptor: int = 0
     port_groups: list = field(default_factory=_default_groups)
     ua_capacity_changed: bool = False
     # copy manager limits (RECEIVE COPY RESULTS operating parameters)
     max_copy_segments: int = 16
     max_copy_segment_bytes: int = 16 * 1024 * 1024
+    # COPY STATUS: list identifier -> (copy manager status, segments processed,
+    # bytes transferred) of the last copies, oldest first (xcopy.record_copy)
+    copy_results: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.block_size <= 0 or self.block_size & (self.block_size - 1):

@@ -1,8 +1,10 @@
 """Response data: INQUIRY/VPD, mode pages, READ CAPACITY, RTPG, REPORT SUPPORTED
-OPERATION CODES, RECEIVE COPY RESULTS and GET LBA STATUS parameter data.
+OPERATION CODES (and the table of supported commands it reports) and GET LBA
+STATUS parameter data.
 
 Every builder returns the full (untruncated) response; parse() truncates to the
-CDB's allocation length.
+CDB's allocation length.  Not here: RECEIVE COPY RESULTS data (xcopy.py, with
+the copy manager), the commands' checks (block.py, primary.py, xcopy.py).
 """
 
 import struct
@@ -21,13 +23,22 @@ def _ascii(s, n):
 
 
 # ---- INQUIRY ------------------------------------------------------------------------
+# version descriptors (SPC-4 table 'Version descriptor values'), the codes that
+# claim no particular version, as the kernel's own standard INQUIRY does
+VD_SAM5 = 0x00A0
+VD_ISCSI = 0x0960
+VD_SPC4 = 0x0460
+VD_SBC3 = 0x04C0
+STD_INQUIRY_LEN = 96
+
+
 def std_inquiry(lun):
     grp, port = lun.local_port()
-    b = bytearray(36)
+    b = bytearray(STD_INQUIRY_LEN)
     b[0] = 0x00                  # connected, direct access block device
-    b[2] = 0x05                  # SPC-3
+    b[2] = 0x06                  # SPC-4
     b[3] = 0x02                  # response data format 2
-    b[4] = 31                    # additional length
+    b[4] = STD_INQUIRY_LEN - 5   # additional length
     b[5] = 0x08                  # 3PC: EXTENDED COPY
     if port is not None:
         b[5] |= grp.tpgs & 0x30
@@ -35,6 +46,10 @@ def std_inquiry(lun):
     b[8:16] = _ascii(lun.vendor, 8)
     b[16:32] = _ascii(lun.product, 16)
     b[32:36] = _ascii(lun.revision, 4)
+    b[58:60] = _BE16.pack(VD_SAM5)
+    b[60:62] = _BE16.pack(lun.transport_version_descriptor & 0xFFFF)    # 0: not known
+    b[62:64] = _BE16.pack(VD_SPC4)
+    b[64:66] = _BE16.pack(VD_SBC3)
     return bytes(b)
 
 
@@ -227,18 +242,22 @@ COMMANDS = [
     (0x2A, None, _m(0x2A, 0x18, _F, _F, _F, _F, 0, _F, _F, 0), None),  # WRITE(10)
     (0x2E, None, _m(0x2E, 0x12, _F, _F, _F, _F, 0, _F, _F, 0), None),  # WRITE AND VERIFY(10)
     (0x2F, None, _m(0x2F, 0x16, _F, _F, _F, _F, 0, _F, _F, 0), None),  # VERIFY(10)
+    (0x34, None, _m(0x34, 0x02, _F, _F, _F, _F, 0, _F, _F, 0), None),  # PRE-FETCH(10)
     (0x35, None, _m(0x35, 0x02, _F, _F, _F, _F, 0, _F, _F, 0), None),  # SYNCHRONIZE CACHE(10)
+    (0x37, None, _m(0x37, 0, 0x1F, 0, 0, 0, 0, _F, _F, 0), None),      # READ DEFECT DATA(10)
     (0x41, None, _m(0x41, 0x08, _F, _F, _F, _F, 0, _F, _F, 0), None),  # WRITE SAME(10)
     (0x42, None, _m(0x42, 0, 0, 0, 0, 0, 0, _F, _F, 0), lambda lun: lun.thin),  # UNMAP
     (0x55, None, _m(0x55, 0x10, 0, 0, 0, 0, 0, _F, _F, 0), None),      # MODE SELECT(10)
     (0x5A, None, _m(0x5A, 0x18, _F, _F, 0, 0, 0, _F, _F, 0), None),    # MODE SENSE(10)
     (0x83, 0x00, _m(0x83, 0x1F, 0, 0, 0, 0, 0, 0, 0, 0, _F, _F, _F, _F, 0, 0), None),   # EXTENDED COPY(LID1)
+    (0x84, 0x00, _m(0x84, 0x1F, _F, 0, 0, 0, 0, 0, 0, 0, _F, _F, _F, _F, 0, 0), None),  # RCR COPY STATUS
     (0x84, 0x03, _m(0x84, 0x1F, 0, 0, 0, 0, 0, 0, 0, 0, _F, _F, _F, _F, 0, 0), None),   # RCR OPERATING PARAMETERS
     (0x88, None, _m(0x88, 0x18, _F, _F, _F, _F, _F, _F, _F, _F, _F, _F, _F, _F, 0, 0), None),   # READ(16)
     (0x89, None, _m(0x89, 0x18, _F, _F, _F, _F, _F, _F, _F, _F, 0, 0, 0, _F, 0, 0), None),     # COMPARE AND WRITE
     (0x8A, None, _m(0x8A, 0x18, _F, _F, _F, _F, _F, _F, _F, _F, _F, _F, _F, _F, 0, 0), None),   # WRITE(16)
     (0x8E, None, _m(0x8E, 0x12, _F, _F, _F, _F, _F, _F, _F, _F, _F, _F, _F, _F, 0, 0), None),   # WRITE AND VERIFY(16)
     (0x8F, None, _m(0x8F, 0x16, _F, _F, _F, _F, _F, _F, _F, _F, _F, _F, _F, _F, 0, 0), None),   # VERIFY(16)
+    (0x90, None, _m(0x90, 0x02, _F, _F, _F, _F, _F, _F, _F, _F, _F, _F, _F, _F, 0, 0), None),   # PRE-FETCH(16)
     (0x91, None, _m(0x91, 0x02, _F, _F, _F, _F, _F, _F, _F, _F, _F, _F, _F, _F, 0, 0), None),   # SYNCHRONIZE CACHE(16)
     (0x93, None, _m(0x93, 0x09, _F, _F, _F, _F, _F, _F, _F, _F, _F, _F, _F, _F, 0, 0), None),   # WRITE SAME(16)
     (0x9E, 0x10, _m(0x9E, 0x1F, 0, 0, 0, 0, 0, 0, 0, 0, _F, _F, _F, _F, 0, 0), None),          # READ CAPACITY(16)
@@ -248,6 +267,9 @@ COMMANDS = [
     (0xA4, 0x0A, _m(0xA4, 0x1F, 0, 0, 0, 0, _F, _F, _F, _F, 0, 0), explicit_alua),            # STPG
     (0xA8, None, _m(0xA8, 0x18, _F, _F, _F, _F, _F, _F, _F, _F, 0, 0), None),                 # READ(12)
     (0xAA, None, _m(0xAA, 0x18, _F, _F, _F, _F, _F, _F, _F, _F, 0, 0), None),                 # WRITE(12)
+    (0xAE, None, _m(0xAE, 0x12, _F, _F, _F, _F, _F, _F, _F, _F, 0, 0), None),                 # WRITE AND VERIFY(12)
+    (0xAF, None, _m(0xAF, 0x16, _F, _F, _F, _F, _F, _F, _F, _F, 0, 0), None),                 # VERIFY(12)
+    (0xB7, None, _m(0xB7, 0x1F, _F, _F, _F, _F, _F, _F, _F, _F, 0, 0), None),                 # READ DEFECT DATA(12)
 ]
 
 # opcodes whose CDB carries a SERVICE ACTION field (byte 1 bits 4-0)
@@ -278,31 +300,6 @@ def rsoc_one(lun, op, sa, rctd):
             out = bytes((0, (0x80 if rctd else 0) | 0x03)) + _BE16.pack(len(mask)) + mask
             return out + _TIMEOUTS if rctd else out
     return bytes((0, (0x80 if rctd else 0) | 0x01, 0, 0)) + (_TIMEOUTS if rctd else b"")
-
-
-# ---- RECEIVE COPY RESULTS / OPERATING PARAMETERS --------------------------------------------
-XCOPY_MAX_CSCD = 2
-XCOPY_MAX_DESC_LIST_LEN = 1024
-XCOPY_SEG_B2B = 0x02
-XCOPY_CSCD_ID = 0xE4
-
-
-def copy_operating_parameters(lun):
-    b = bytearray(46)
-    b[0:4] = _BE32.pack(42)                       # AVAILABLE DATA
-    b[4] = 0x01                                   # SNLID
-    b[8:10] = _BE16.pack(XCOPY_MAX_CSCD)
-    b[10:12] = _BE16.pack(lun.max_copy_segments & 0xFFFF)
-    b[12:16] = _BE32.pack(XCOPY_MAX_DESC_LIST_LEN)
-    b[16:20] = _BE32.pack(lun.max_copy_segment_bytes & 0xFFFFFFFF)
-    b[34:36] = _BE16.pack(1)                      # TOTAL CONCURRENT COPIES
-    b[36] = 1                                     # MAXIMUM CONCURRENT COPIES
-    gran = lun.block_size.bit_length() - 1
-    b[37] = b[38] = b[39] = gran                  # data/inline/held granularity (log2)
-    b[43] = 2                                     # implemented descriptor list length
-    b[44] = XCOPY_SEG_B2B
-    b[45] = XCOPY_CSCD_ID
-    return bytes(b)
 
 
 # ---- GET LBA STATUS ---------------------------------------------------------------------------

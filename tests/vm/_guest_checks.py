@@ -2,6 +2,9 @@
 so each module imports these by name; they run against that module's GUEST and
 CHECKS through conftest's ``guest_run`` fixture and ``pytest_generate_tests``."""
 
+from tcmu_rbd_lab.process import log_tail
+
+
 
 def test_check(guest_run, name, request):
     # a module may define guest_logs(run) -> str: logs that explain a failure
@@ -22,3 +25,17 @@ def test_every_guest_check_is_asserted(guest_run, request):
     checks = set(request.module.CHECKS)
     recorded = {r["name"] for r in guest_run.records if r["kind"] in ("step", "check")}
     assert recorded <= checks, f"checks not asserted by this module: {recorded - checks}"
+
+
+def daemon_logs(run) -> str:
+    """Appended to a failed check (_guest_checks.test_check): the daemon
+    (supervisor + relayed worker lines), the kernel, the Ceph daemons."""
+    logs = run.vm.logs_dir
+    files = [logs / "tcmu-rbd.log", logs / "dmesg.log"]
+    files += sorted((logs / "ceph").glob("*.log")) if (logs / "ceph").is_dir() else []
+    files += [logs / "osd-restarted.log"]
+    parts = []
+    for f in files:
+        if f.is_file() and f.stat().st_size:
+            parts.append(f"===== {f} (last 40 lines) =====\n{log_tail(f, 40, max_chars=6000)}")
+    return "\n".join(parts)

@@ -10,12 +10,12 @@ output, then the daemon's log, the kernel log and the Ceph logs of the guest.
 from pathlib import Path
 
 from _guest_checks import (  # noqa: F401 (collected here, in this order)
+    daemon_logs,
     test_check,
     test_guest_script_completed,
     test_every_guest_check_is_asserted,
 )
 
-from tcmu_rbd_lab.process import log_tail
 
 GUEST = Path(__file__).parent / "guest" / "daemon.sh"
 
@@ -55,18 +55,7 @@ CHECKS = [
 VM_TIMEOUT = 15 * 60
 
 
-def guest_logs(run) -> str:
-    """Appended to a failed check (_guest_checks.test_check): the daemon
-    (supervisor + relayed worker lines), the kernel, the Ceph daemons."""
-    logs = run.vm.logs_dir
-    files = [logs / "tcmu-rbd.log", logs / "dmesg.log"]
-    files += sorted((logs / "ceph").glob("*.log")) if (logs / "ceph").is_dir() else []
-    files += [logs / "osd-restarted.log"]
-    parts = []
-    for f in files:
-        if f.is_file() and f.stat().st_size:
-            parts.append(f"===== {f} (last 40 lines) =====\n{log_tail(f, 40, max_chars=6000)}")
-    return "\n".join(parts)
+guest_logs = daemon_logs  # appended to a failed check
 
 
 def test_guest_script_and_checks_agree():
