@@ -18,6 +18,8 @@ from tcmu_rbd.backends.file import FileBackend
 from tcmu_rbd.backends.memory import MemoryBackend
 from tcmu_rbd_lab.rig import Rig
 
+from scsi_util import rw10, rw12, rw16
+
 MiB = 1 << 20
 BS = 512
 MAX_XFER = 128          # the kernel's default hw_max_sectors (stock targetcli)
@@ -26,18 +28,6 @@ MAX_XFER = 128          # the kernel's default hw_max_sectors (stock targetcli)
 def sense_key(res):
     assert res.status == scsi.CHECK_CONDITION, res
     return res.sense[2] & 0x0F, res.sense[12], res.sense[13]
-
-
-def rw10(op, lba, n, b1=0):
-    return struct.pack(">BBIBHB", op, b1, lba, 0, n, 0)
-
-
-def rw12(op, lba, n, b1=0):
-    return struct.pack(">BBIIBB", op, b1, lba, n, 0, 0)
-
-
-def rw16(op, lba, n, b1=0):
-    return struct.pack(">BBQIBB", op, b1, lba, n, 0, 0)
 
 
 @pytest.fixture(params=["memory", "file", pytest.param("rbd", marks=pytest.mark.ceph)])
