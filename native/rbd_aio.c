@@ -314,3 +314,58 @@ int rbd_dev_allocated(struct rbd_dev *d, uint64_t off, uint64_t len,
         return rc;
     return x.n;
 }
+
+/* ------------------------------------------------------------ exclusive lock */
+
+int rbd_dev_is_lock_owner(struct rbd_dev *d)
+{
+    int owner = 0, rc = rbd_is_exclusive_lock_owner(d->image, &owner);
+    return rc < 0 ? rc : owner != 0;
+}
+
+int rbd_dev_lock_owner(struct rbd_dev *d, char *buf, uint32_t len)
+{
+    rbd_lock_mode_t mode;
+    char *owners[4];
+    size_t n = 4;
+    int rc = rbd_lock_get_owners(d->image, &mode, owners, &n);
+    if (rc == -ENOENT || (rc == 0 && n == 0))
+        return 0;
+    if (rc < 0)
+        return rc;
+    snprintf(buf, len, "%s", owners[0]);
+    rbd_lock_get_owners_cleanup(owners, n);
+    return 1;
+}
+
+int rbd_dev_lock_break(struct rbd_dev *d, const char *owner)
+{
+    return rbd_lock_break(d->image, RBD_LOCK_MODE_EXCLUSIVE, owner);
+}
+
+int rbd_dev_lock_acquire(struct rbd_dev *d)
+{
+    return rbd_lock_acquire(d->image, RBD_LOCK_MODE_EXCLUSIVE);
+}
+
+int rbd_dev_lock_release(struct rbd_dev *d)
+{
+    return rbd_lock_release(d->image);
+}
+
+int rbd_dev_metadata_get(struct rbd_dev *d, const char *key, char *buf, uint32_t len)
+{
+    size_t n = len;
+    int rc = rbd_metadata_get(d->image, key, buf, &n);
+    return rc < 0 ? rc : (int)n;
+}
+
+int rbd_dev_metadata_set(struct rbd_dev *d, const char *key, const char *value)
+{
+    return rbd_metadata_set(d->image, key, value);
+}
+
+void *rbd_dev_rados(struct rbd_dev *d)
+{
+    return d->cluster;
+}

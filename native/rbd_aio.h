@@ -55,4 +55,20 @@ const struct engine_ops *rbd_dev_engine_ops(void);
 int rbd_dev_allocated(struct rbd_dev *d, uint64_t off, uint64_t len,
                       uint64_t *offs, uint64_t *lens, int max);
 
+/* The image's exclusive lock (synchronous; never on the loop thread while
+ * I/O waits: tcmu_rbd/failover.py runs them on its takeover thread).
+ * lock_owner: 1 and the owner's name in buf, 0 when unlocked, or -errno.
+ * lock_acquire takes it in the mode librbd does not hand over on a peer's
+ * request; lock_break blocklists the owner (rbd_blocklist_on_break_lock). */
+int rbd_dev_is_lock_owner(struct rbd_dev *d);
+int rbd_dev_lock_owner(struct rbd_dev *d, char *buf, uint32_t len);
+int rbd_dev_lock_break(struct rbd_dev *d, const char *owner);
+int rbd_dev_lock_acquire(struct rbd_dev *d);
+int rbd_dev_lock_release(struct rbd_dev *d);
+/* Image metadata (the failover owner record): get -> length or -errno. */
+int rbd_dev_metadata_get(struct rbd_dev *d, const char *key, char *buf, uint32_t len);
+int rbd_dev_metadata_set(struct rbd_dev *d, const char *key, const char *value);
+/* The image's cluster client, for cluster.c (a rados_t). */
+void *rbd_dev_rados(struct rbd_dev *d);
+
 #endif

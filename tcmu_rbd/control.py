@@ -11,7 +11,7 @@ and what a message makes either side do (supervisor.py, worker.py).
 
 Worker contract
 ---------------
-* spawned as ``<worker_command> --uio uioN --ctl-fd FD --osd-op-timeout N``
+* spawned as ``<worker_command> --uio uioN --ctl-fd FD --osd-op-timeout N --lock-grace S``
   (N: the settings' default) with ``TCMU_RBD_CONFIG`` (settings file, if
   any), ``TCMU_RBD_LOG_LEVEL`` and ``TCMU_RBD_SUPERVISOR_PID`` (the worker
   dies with it: PR_SET_PDEATHSIG) in the environment, stdin ``/dev/null``,

@@ -43,6 +43,11 @@ SCRATCH = 1 << 20   # per-step buffer for verify/copy (bounded: never the whole 
 _SENSE_INTERNAL = scsi.sense(0x04, 0x44, 0x00)
 _SENSE_INVALID_OPCODE = scsi.sense(0x05, 0x20, 0x00)
 _SENSE_ABORTED = scsi.sense(0x0B, 0x00, 0x00)
+# commands that change the medium: only the exclusive lock's owner runs them
+_NEEDS_LOCK = frozenset((WRITE, scsi.WRITE_VERIFY, scsi.UNMAP, scsi.WRITE_SAME,
+                         scsi.WRITE_ZEROES, scsi.COMPARE_AND_WRITE, scsi.COPY))
+# INQUIRY and MAINTENANCE IN (REPORT TARGET PORT GROUPS): identity refreshed first
+_IDENTITY_OPS = (0x12, 0xA3)
 
 
 def _iov_prefix(iov, cnt, length):
@@ -84,6 +89,9 @@ class Handler:
         self._scratch = ffi.new("uint8_t[]", SCRATCH)
         self.stopping = False
         self.stats = {"errors": 0, "aborts": 0, "stale": 0}
+        # failover.Failover when the image has an exclusive lock to follow:
+        # the gate before medium changes (None: every write may go)
+        self.failover = None
         self.set_backend(backend)
 
     def set_backend(self, backend) -> None:
@@ -108,7 +116,9 @@ class Handler:
         if self._aborted:
             cmds = self._cmds
             self._aborted = {cid for cid in self._aborted if cmds[cid].outstanding}
-        self._limits.enabled = not self._aborted
+        # a non-owner's writes go through _start's gate, so the engine starts none
+        self._limits.enabled = not self._aborted and (self.failover is None or
+                                                      self.failover.owner)
         store_limits(self.lun, self._lun_limits)
 
     # ------------------------------------------------------------ the loop
@@ -156,6 +166,8 @@ class Handler:
             try:
                 # until stopped, or on_control swapped the backend (reopen)
                 while not self.stopping and self.backend is backend:
+                    if self.failover is not None and self.failover.swap_ready:
+                        break
                     self._sync_limits()
                     n, control = pump()
                     if n:
@@ -165,6 +177,8 @@ class Handler:
                     self.ring.kick()
             finally:
                 pump.close()
+            if self.failover is not None:
+                self.failover.swap(self)
         self.drain()
 
     def _serve_python(self, uio_fd, control_fd, on_control, idle_timeout) -> None:
@@ -189,6 +203,15 @@ class Handler:
         finally:
             p.close()
 
+    def replace_backend(self, backend):
+        """Serve from a new backend once every command of the old one has
+        completed; returns the old one (for the caller to close)."""
+        self.drain()
+        old = self.backend
+        self.set_backend(backend)
+        self.lun.read_only = backend.read_only
+        return old
+
     def drain(self, timeout: float = 60.0) -> bool:
         """Wait for every in-flight command to complete (SIGTERM, stop)."""
         bfd = self.backend.fileno()
@@ -210,7 +233,7 @@ class Handler:
             self._fail_bad(cid, c)
             return
         cdb = ffi.buffer(c.cdb, c.cdb_len)[:]
-        if cdb[0] == 0x12 and self._identity is not None:
+        if cdb[0] in _IDENTITY_OPS and self._identity is not None:
             self._identity(self.lun)
         self._cur = c
         op = scsi.parse(cdb, self.lun, c.data_len, self._data_out)
@@ -221,6 +244,9 @@ class Handler:
         self._kind[cid] = kind
         if self._aborted:
             self._aborted.discard(cid)
+        if kind in _NEEDS_LOCK and self.failover is not None and not self.failover.may_write():
+            self.ring.complete(cid, scsi.BUSY)    # the initiator retries; a takeover runs
+            return
         if kind == READ:
             if op[2] == c.data_len:
                 self.backend.read(tag | self._fast, c.iov, c.iov_cnt, op[1], op[2])
@@ -270,6 +296,8 @@ class Handler:
         if c.gen != (tag >> 16) & 0xFFFFFFFF or not c.outstanding:
             self.stats["stale"] += 1
             return
+        if ret < 0 and self.failover is not None:
+            self.failover.io_error(ret)     # blocklisted, lock lost, timed out
         step = self._steps.get(cid)
         if step is not None:
             if self._running == cid:

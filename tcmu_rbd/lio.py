@@ -3,8 +3,10 @@
 Belongs here: finding TCMU devices (their uio nodes in sysfs), the uio name
 ``tcm-user/<hba>/<name>/<dev_config>`` and what it says, the device's configfs
 directory (``core/user_<hba>/<name>``: attributes, unit serial, size, the
-``action/`` files block_dev and reset_ring), the fabric LUNs that link to it
-(``<fabric>/<wwn>/<tpg>/lun/lun_N/``), the target_core_user module
+``action/`` files block_dev and reset_ring, its ALUA target port groups and
+their members), the fabric LUNs that link to it
+(``<fabric>/<wwn>/<tpg>/lun/lun_N/``) and their TPGs' enable switch, the
+target_core_user module
 parameters, and which processes hold ``/dev/uioN``.  The supervisor, the
 worker and targetcli-rbd all read the kernel through this module.
 
@@ -116,6 +118,43 @@ def _read(path: str) -> str | None:
         return None
 
 
+@dataclass(frozen=True)
+class AluaMember:
+    """One LUN in an ALUA target port group (a line of ``alua/<group>/members``:
+    ``<fabric>/<wwn>/tpgt_<tag>/lun_<n>``) and whether its TPG is enabled."""
+
+    fabric: str
+    wwn: str
+    tpgt: int
+    lun: str
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class AluaGroup:
+    """A target port group of a device (``core/user_N/<dev>/alua/<name>``)."""
+
+    name: str
+    id: int
+    state: int
+    access_type: int
+    implicit_trans_secs: int
+    preferred: bool
+    supported: int
+    members: tuple = ()
+
+    @property
+    def local(self) -> bool:
+        """A LUN of this group is in a TPG enabled on this host."""
+        return any(m.enabled for m in self.members)
+
+
+# alua_support_* files and their bit in an RTPG descriptor (SPC-4 6.37)
+_ALUA_SUPPORT = (("transitioning", 0x80), ("offline", 0x40), ("lba_dependent", 0x10),
+                 ("unavailable", 0x08), ("standby", 0x04), ("active_nonoptimized", 0x02),
+                 ("active_optimized", 0x01))
+
+
 class TcmuDevice:
     """One TCMU device: its uio node and its configfs directory.
 
@@ -209,6 +248,75 @@ class TcmuDevice:
             if fabric != "core" and os.path.islink(link) and os.path.realpath(link) == me:
                 out.add(fabric)
         return out
+
+    def alua_groups(self) -> list[AluaGroup]:
+        """The device's ALUA target port groups, sorted by id."""
+        base = os.path.join(self.configfs, "alua")
+        out = []
+        try:
+            names = sorted(os.listdir(base))
+        except OSError:
+            return []
+        for name in names:
+            d = os.path.join(base, name)
+
+            def num(attr, default=0, d=d):
+                try:
+                    return int(_read(os.path.join(d, attr)) or default, 0)
+                except ValueError:
+                    return default
+            supported = 0
+            for attr, bit in _ALUA_SUPPORT:
+                if num("alua_support_" + attr):
+                    supported |= bit
+            out.append(AluaGroup(name, num("tg_pt_gp_id"), num("alua_access_state"),
+                                 num("alua_access_type"), num("implicit_trans_secs"),
+                                 bool(num("preferred")), supported, self._members(d)))
+        return sorted(out, key=lambda g: g.id)
+
+    def _members(self, group_dir: str) -> tuple:
+        out = []
+        for line in (_read(os.path.join(group_dir, "members")) or "").splitlines():
+            parts = line.strip().split("/")
+            if len(parts) != 4 or not parts[2].startswith("tpgt_"):
+                continue
+            fabric, wwn, tpg, lun = parts
+            try:
+                tag = int(tpg[5:])
+            except ValueError:
+                continue
+            enabled = _read(os.path.join(self.roots.target, fabric, wwn, tpg, "enable"))
+            out.append(AluaMember(fabric, wwn, tag, lun, enabled == "1"))
+        return tuple(out)
+
+    def set_alua_state(self, group: str, state: int) -> bool:
+        """An implicit transition of one group (the kernel tells the
+        initiators with ASYMMETRIC ACCESS STATE CHANGED)."""
+        path = os.path.join(self.configfs, "alua", group, "alua_access_state")
+        try:
+            with open(path, "w") as f:
+                f.write(f"{state}\n")
+            return True
+        except OSError as e:
+            log.warning("device=%s: cannot set ALUA group %s to state %d: %s",
+                        self.name.name, group, state, e.strerror)
+            return False
+
+    def enable_tpg(self, member: AluaMember, on: bool) -> bool:
+        """Enable or disable the TPG of a member (disabling waits in the kernel
+        for the TPG's commands in flight: never from the thread that
+        completes them)."""
+        path = os.path.join(self.roots.target, member.fabric, member.wwn,
+                            f"tpgt_{member.tpgt}", "enable")
+        try:
+            with open(path, "w") as f:
+                f.write("1\n" if on else "0\n")
+            return True
+        except OSError as e:
+            log.warning("device=%s: cannot %s %s/%s/tpgt_%d: %s", self.name.name,
+                        "enable" if on else "disable", member.fabric, member.wwn,
+                        member.tpgt, e.strerror)
+            return False
 
     def action(self, action: str, value: int) -> bool:
         """Write ``action/<action>``; False (and a warning) when the kernel refuses."""

@@ -19,6 +19,7 @@ Example (all keys optional)::
 
     [rbd]
     osd_op_timeout = 30         ; s: default when the cfgstring has none
+    lock_grace = 10             ; s: a lock that moved to another gateway stays there
 
 Environment overrides (for workers and tests): ``TCMU_RBD_CONFIG`` (file),
 ``TCMU_RBD_LOG_LEVEL``.
@@ -61,6 +62,8 @@ class Settings:
     request_timeout: float = 60.0
     restart_backoff_max: float = 60.0
     osd_op_timeout: int = 30
+    #: s: after a gateway took the exclusive lock, the others leave it there
+    lock_grace: float = 10.0
     #: tcmu-runner's single-instance lock (POSIX record lock)
     lock_file: str = "/run/tcmu.lock"
     #: advanced/testing: the command that starts a worker (``--uio`` and
@@ -85,7 +88,7 @@ _DAEMON_KEYS = {
     "worker_command",
     "lock_file",
 }
-_RBD_KEYS = {"osd_op_timeout"}
+_RBD_KEYS = {"osd_op_timeout", "lock_grace"}
 
 
 def parse_log_level(value: str, where: str = "log_level") -> str:
@@ -176,6 +179,9 @@ def loads(text: str, source: str = "<string>") -> Settings:
                 _positive(sec["osd_op_timeout"], f"{source}: [rbd] osd_op_timeout", integer=True,
                           allow_zero=True)
             )
+        if "lock_grace" in sec:
+            s.lock_grace = _positive(sec["lock_grace"], f"{source}: [rbd] lock_grace",
+                                     allow_zero=True)
     return s
 
 

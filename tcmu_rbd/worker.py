@@ -34,7 +34,8 @@ import signal
 import socket
 import sys
 
-from tcmu_rbd import control, scsi
+from tcmu_rbd import alua, control, scsi
+from tcmu_rbd.failover import DEFAULT_GRACE, Failover
 from tcmu_rbd.handler import Handler
 from tcmu_rbd.lio import Kernel, TcmuDevice
 from tcmu_rbd.logs import configure_worker_logging
@@ -105,10 +106,12 @@ class Worker:
     control socket to the supervisor (None when started by hand)."""
 
     def __init__(self, dev: TcmuDevice, ctl: socket.socket | None,
-                 default_osd_op_timeout: float = 30):
+                 default_osd_op_timeout: float = 30, lock_grace: float = DEFAULT_GRACE):
         self.dev = dev
         self.ctl = ctl
         self.default_timeout = default_osd_op_timeout
+        self.lock_grace = lock_grace
+        self.failover: Failover | None = None
         self._decoder = control.LineDecoder()
         self.handler: Handler | None = None
         self.supervisor_pid: int | None = None
@@ -138,17 +141,52 @@ class Worker:
             backend.close()
             raise
         self.handler = Handler(ring, backend, lun, identity=self._refresh_identity, name=dev.label)
+        self._refresh_identity(lun)
+        try:
+            self._follow_lock(backend)
+        except Exception:
+            self.handler.close()
+            ring.close()
+            raise
         log.info("%s: serving %s, %d blocks of %d bytes%s", dev.label, cfg.display(),
                  lun.num_blocks, block, " (read-only snapshot)" if backend.read_only else "")
 
     def _refresh_identity(self, lun) -> None:
-        """Before INQUIRY: the serial (written after the device is enabled)
-        and the transport INQUIRY claims (the LUNs come and go)."""
+        """Before INQUIRY and REPORT TARGET PORT GROUPS: the serial (written
+        after the device is enabled), the transport INQUIRY claims (the LUNs
+        come and go) and the ALUA groups with the states the failover thread
+        keeps in configfs."""
         serial = self.dev.serial()
         if serial and serial != lun.serial:
             lun.serial = serial
         only_iscsi = self.dev.fabrics() == {"iscsi"}
         lun.transport_version_descriptor = scsi.VD_ISCSI if only_iscsi else 0
+        groups = alua.port_groups(self.dev.alua_groups())
+        if groups is not None:
+            lun.port_groups = groups
+
+    def _follow_lock(self, backend) -> None:
+        """Writes follow the image's exclusive lock (failover.py); an image
+        without the feature cannot be served safely by several gateways."""
+        groups = self.dev.alua_groups()
+        peers = len(alua.gateway_groups(groups)) > 1
+        if backend.read_only:
+            return
+        if not backend.has_exclusive_lock_feature():
+            if peers:
+                raise ValueError(
+                    "image %s has no exclusive-lock feature, so several gateways cannot "
+                    "serve it safely: rbd feature enable %s exclusive-lock"
+                    % (backend.name, backend.name.split(":", 1)[-1]))
+            return
+        self.failover = Failover(self.dev, backend, self._reopen, socket.gethostname(),
+                                 grace=self.lock_grace)
+        self.handler.failover = self.failover
+        self.failover.start()
+
+    def _reopen(self):
+        """The same image with a new cluster client (after a blocklist)."""
+        return open_backend(self.dev.name.dev_config, self.default_timeout)[1]
 
     def on_control(self) -> None:
         try:
@@ -219,12 +257,12 @@ class Worker:
         if backend.size < h.lun.num_blocks * h.lun.block_size:
             backend.close()
             raise ValueError("image %s is smaller than the LUN" % backend.name)
-        h.drain()
-        old = h.backend
-        h.set_backend(backend)
-        h.lun.read_only = backend.read_only
-        old.close()
+        if self.failover is not None:
+            self.failover.stop()
+            self.failover = h.failover = None
+        h.replace_backend(backend).close()
         self.dev = self.dev.reconfigured(new_config)
+        self._follow_lock(backend)
         log.info("%s: reopened on %s", self.dev.label, cfg.display())
 
     def serve(self) -> None:
@@ -232,6 +270,8 @@ class Worker:
         if self.ctl is not None:
             self.ctl.setblocking(False)
         h.serve(h.ring.fd, self.ctl.fileno() if self.ctl is not None else None, self.on_control)
+        if self.failover is not None:
+            self.failover.stop()
         h.close()
         h.ring.close()
 
@@ -241,6 +281,7 @@ def main(argv=None) -> int:
     ap.add_argument("--uio", required=True, help="uio device, e.g. uio0")
     ap.add_argument("--ctl-fd", type=int, default=None, help="control socket fd from the daemon")
     ap.add_argument("--osd-op-timeout", type=float, default=30)
+    ap.add_argument("--lock-grace", type=float, default=DEFAULT_GRACE)
     ap.add_argument("--log-level", default=os.environ.get(ENV_LOG_LEVEL, "info"))
     args = ap.parse_args(argv)
     configure_worker_logging(args.log_level)
@@ -256,7 +297,7 @@ def main(argv=None) -> int:
         log.error(msg)
         _send(ctl, control.Failed(msg))
         return 1
-    w = Worker(dev, ctl, args.osd_op_timeout)
+    w = Worker(dev, ctl, args.osd_op_timeout, args.lock_grace)
     w.supervisor_pid = supervisor_pid
     try:
         w.start()

@@ -83,6 +83,7 @@ class WorkerProcess:
             cmd = list(command) + [
                 "--uio", uio, "--ctl-fd", str(child.fileno()),
                 "--osd-op-timeout", str(settings.osd_op_timeout),
+                "--lock-grace", str(settings.lock_grace),
             ]
             env = dict(os.environ)
             if settings.path:

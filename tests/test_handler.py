@@ -329,3 +329,47 @@ def test_concurrent_verifies_on_an_async_backend_do_not_share_buffers():
         rig.pump()
         res = {r.cmd_id: r for r in rig.emu.reap()}
         assert [res[i].status for i in ids] == [scsi.GOOD, scsi.GOOD]
+
+
+class GateStub:
+    """The handler's side of failover.Failover: the gate and the error report."""
+
+    def __init__(self, owner):
+        self.owner = owner
+        self.asked = 0
+        self.errors = []
+
+    def may_write(self):
+        self.asked += 1
+        return self.owner
+
+    def io_error(self, ret):
+        self.errors.append(ret)
+
+    swap_ready = False
+
+
+class FailingWrites(MemoryBackend):
+    def write(self, tag, iov, cnt, offset, length, fua=False):
+        self.on_complete(tag, -errno.ESHUTDOWN, 0)
+
+
+def test_non_owner_answers_busy_to_medium_changes_and_serves_reads():
+    with Rig(MemoryBackend(8 * MiB)) as rig:
+        gate = rig.handler.failover = GateStub(owner=False)
+        assert rig.write(0, b"x" * BS).status == scsi.BUSY
+        unmap = bytes([0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0])
+        param = struct.pack(">HH4xQI4x", 22, 16, 0, 8)
+        assert rig.run(unmap, data_out=param).status == scsi.BUSY
+        assert rig.read(0, 8).status == scsi.GOOD           # reads go on
+        assert gate.asked == 2
+        gate.owner = True
+        assert rig.write(0, b"y" * BS).status == scsi.GOOD
+        assert rig.read(0, 1).data == b"y" * BS
+
+
+def test_blocklisted_write_is_busy_and_reported_to_failover():
+    with Rig(FailingWrites(8 * MiB)) as rig:
+        gate = rig.handler.failover = GateStub(owner=True)
+        assert rig.write(0, b"x" * BS).status == scsi.BUSY
+        assert gate.errors == [-errno.ESHUTDOWN]

@@ -186,3 +186,50 @@ def test_fabrics_the_device_is_exported_on(roots):
     # another device of the same name on another HBA is not this one
     add(roots, 2, "disk0", hba=2)
     assert k.device("uio2").fabrics() == set()
+
+
+def alua_group(dev_dir, name, gid, state, members="", access_type=1, support=("active_optimized",
+               "active_nonoptimized", "transitioning")):
+    g = Path(dev_dir) / "alua" / name
+    g.mkdir(parents=True)
+    for attr, v in (("tg_pt_gp_id", gid), ("alua_access_state", state),
+                    ("alua_access_type", access_type), ("implicit_trans_secs", 45),
+                    ("preferred", 0), ("members", members)):
+        (g / attr).write_text(f"{v}\n")
+    for s in ("active_optimized", "active_nonoptimized", "standby", "unavailable",
+              "lba_dependent", "offline", "transitioning"):
+        (g / f"alua_support_{s}").write_text("1\n" if s in support else "0\n")
+    return g
+
+
+def test_alua_groups_members_and_their_tpgs(roots):
+    d = add(roots, 0, "gw1.rbd.ha0")
+    t = "iqn.2003-01.org.x:ha"
+    tpg = Path(roots.target) / "iscsi" / t / "tpgt_1"
+    tpg.mkdir(parents=True)
+    (tpg / "enable").write_text("1\n")
+    alua_group(d, "default_tg_pt_gp", 0, 0, access_type=3)
+    alua_group(d, "gw2", 2, 0)
+    alua_group(d, "gw1", 1, 1, members=f"iscsi/{t}/tpgt_1/lun_0\n")
+    dev = lio.Kernel(roots).device("uio0")
+    groups = dev.alua_groups()
+    assert [(g.name, g.id, g.state) for g in groups] == [
+        ("default_tg_pt_gp", 0, 0), ("gw1", 1, 1), ("gw2", 2, 0)]
+    gw1 = groups[1]
+    assert gw1.members == (lio.AluaMember("iscsi", t, 1, "lun_0", True),) and gw1.local
+    assert gw1.supported == 0x83 and gw1.access_type == 1 and gw1.implicit_trans_secs == 45
+    assert not groups[2].local
+    (tpg / "enable").write_text("0\n")
+    assert not dev.alua_groups()[1].local
+    # writes: an implicit transition and the TPG switch
+    assert dev.set_alua_state("gw1", 0)
+    assert (d / "alua" / "gw1" / "alua_access_state").read_text() == "0\n"
+    assert dev.enable_tpg(gw1.members[0], True) and (tpg / "enable").read_text() == "1\n"
+
+
+def test_alua_groups_of_a_device_without_any(roots, caplog):
+    add(roots, 0, "disk0")
+    dev = lio.Kernel(roots).device("uio0")
+    assert dev.alua_groups() == []
+    assert not dev.set_alua_state("nosuch", 0)
+    assert "cannot set ALUA group nosuch" in caplog.text

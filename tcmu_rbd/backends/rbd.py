@@ -20,6 +20,8 @@ of commands that hang.
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 
 from tcmu_rbd._native import ffi, lib
@@ -27,6 +29,13 @@ from tcmu_rbd.backends.base import Backend
 from tcmu_rbd.ring import EngineBackend
 
 MAX_EXTENTS = 4096
+RBD_FEATURE_EXCLUSIVE_LOCK = 1 << 2
+
+
+def _check(rc: int, what: str, name: str) -> int:
+    if rc < 0:
+        raise OSError(-rc, "%s of %s: %s" % (what, name, os.strerror(-rc)))
+    return rc
 
 
 class RbdOpenError(Exception):
@@ -150,6 +159,63 @@ class RbdBackend(Backend):
         self.granularity = obj[0]
         self.features = feat[0]
         return self.size
+
+    # ------------------------------------------------------------ lock and cluster
+    # Synchronous calls for failover.py's takeover thread (never the loop's).
+    def has_exclusive_lock_feature(self) -> bool:
+        return bool(self.features & RBD_FEATURE_EXCLUSIVE_LOCK) and not self.read_only
+
+    def is_lock_owner(self) -> bool:
+        return _check(lib.rbd_dev_is_lock_owner(self._d), "lock owner query", self.name) == 1
+
+    def lock_owner(self) -> str | None:
+        """The exclusive lock's owner as librbd names it, or None."""
+        buf = ffi.new("char[]", 256)
+        rc = _check(lib.rbd_dev_lock_owner(self._d, buf, 256), "lock owners", self.name)
+        return ffi.string(buf).decode() if rc else None
+
+    def break_lock(self, owner: str) -> None:
+        _check(lib.rbd_dev_lock_break(self._d, owner.encode()), "lock break", self.name)
+
+    def acquire_lock(self) -> None:
+        _check(lib.rbd_dev_lock_acquire(self._d), "lock acquire", self.name)
+
+    def release_lock(self) -> None:
+        _check(lib.rbd_dev_lock_release(self._d), "lock release", self.name)
+
+    def metadata_get(self, key: str) -> str | None:
+        buf = ffi.new("char[]", 4096)
+        n = lib.rbd_dev_metadata_get(self._d, key.encode(), buf, 4096)
+        if n == -errno.ENOENT:
+            return None
+        _check(n, "metadata get", self.name)
+        return ffi.string(buf).decode(errors="replace")
+
+    def metadata_set(self, key: str, value: str) -> None:
+        _check(lib.rbd_dev_metadata_set(self._d, key.encode(), value.encode()),
+               "metadata set", self.name)
+
+    def client_addr(self) -> str:
+        buf = ffi.new("char[]", 256)
+        _check(lib.rbd_dev_client_addr(self._d, buf, 256), "client address", self.name)
+        return ffi.string(buf).decode()
+
+    def wait_for_osdmap(self) -> None:
+        _check(lib.rbd_dev_wait_for_osdmap(self._d), "OSD map wait", self.name)
+
+    def mon_command(self, cmd: dict) -> tuple[int, str, str]:
+        """(rc, output, status message) of a monitor command."""
+        out = ffi.new("char[]", 65536)
+        st = ffi.new("char[]", 1024)
+        rc = lib.rbd_dev_mon_command(self._d, json.dumps(cmd).encode(), out, 65536, st, 1024)
+        return rc, ffi.string(out).decode(errors="replace"), ffi.string(st).decode(errors="replace")
+
+    def service_register(self, service: str, daemon: str, metadata: bytes) -> None:
+        _check(lib.rbd_dev_service_register(self._d, service.encode(), daemon.encode(), metadata),
+               "service map registration", self.name)
+
+    def service_update(self, status: bytes) -> None:
+        _check(lib.rbd_dev_service_update(self._d, status), "service map update", self.name)
 
     def close(self):
         if getattr(self, "_d", None) is not None:

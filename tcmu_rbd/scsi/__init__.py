@@ -46,6 +46,7 @@ from .lun import (  # noqa: F401
     Lun, Port, PortGroup, naa_from_serial,
     ALUA_ACTIVE_OPTIMIZED, ALUA_ACTIVE_NON_OPTIMIZED, ALUA_STANDBY, ALUA_UNAVAILABLE,
     ALUA_OFFLINE, ALUA_TRANSITIONING, TPGS_NONE, TPGS_IMPLICIT, TPGS_EXPLICIT, PROTO_ISCSI,
+    ALUA_SUP_LIO_DEFAULT, ALUA_STATUS_IMPLICIT,
 )
 from .pages import VD_ISCSI, lba_status_data  # noqa: F401
 from .xcopy import COPY_COMPLETED, COPY_FAILED, COPY_IN_PROGRESS, record_copy  # noqa: F401

@@ -4,12 +4,16 @@
 #                      [--cmds-max 128] [--queue-depth 128] [--lun 0]
 #   initiator.sh disk  --target IQN [--lun N]     (rescan, wait for the LUN's disk)
 #   initiator.sh logout [--target IQN]            (all sessions without --target)
+#   initiator.sh multipath [--policy group_by_prio|multibus] [--stop]
+#                      dm-multipath over the sessions' disks (ALUA priorities;
+#                      multipathd in the foreground; udevd started if none runs)
 # login/disk print the disk's path (/dev/sdX) once its size is non-zero.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 action=${1:-}; shift || true
 target= iname= portal=127.0.0.1:3260 cmds_max=128 qdepth=128 lun=0 wait_s=90
+policy=group_by_prio stop_mp=
 while [ $# -gt 0 ]; do
   case $1 in
     --target) target=$2; shift 2 ;;
@@ -19,6 +23,8 @@ while [ $# -gt 0 ]; do
     --queue-depth) qdepth=$2; shift 2 ;;
     --lun) lun=$2; shift 2 ;;
     --wait) wait_s=$2; shift 2 ;;
+    --policy) policy=$2; shift 2 ;;
+    --stop) stop_mp=1; shift ;;
     *) die "unknown argument $1" ;;
   esac
 done
@@ -57,7 +63,8 @@ case $action in
     fi
     start_iscsid
     iscsiadm -m discovery -t sendtargets -p "$portal"
-    if ! iscsiadm -m session 2>/dev/null | grep -q " $target\$\| $target "; then
+    # one session per portal and target (several portals: multipath)
+    if ! iscsiadm -m session 2>/dev/null | grep -qE "\] ${portal//./\\.},[0-9]+ $target( |\$)"; then
       # node settings take effect only if written after discovery and before login
       iscsiadm -m node -T "$target" -p "$portal" -o update -n node.session.cmds_max -v "$cmds_max"
       iscsiadm -m node -T "$target" -p "$portal" -o update -n node.session.queue_depth -v "$qdepth"
@@ -83,5 +90,50 @@ case $action in
     fi
     result "logged out"
     ;;
-  *) die "usage: initiator.sh login|disk|logout ..." ;;
+  multipath)
+    if [ -n "$stop_mp" ]; then
+      if alive multipathd; then multipathd shutdown || stop multipathd; fi
+      multipath -F || true
+      result "multipath stopped"; exit 0
+    fi
+    case $policy in group_by_prio|multibus) ;; *) die "--policy group_by_prio|multibus" ;; esac
+    modprobe dm-multipath; modprobe scsi_dh_alua || true
+    cat >/etc/multipath.conf <<EOF
+defaults {
+    user_friendly_names yes
+    find_multipaths no
+    polling_interval 2
+}
+blacklist {
+    devnode "^(ram|loop|fd|md|dm-|sr|scd|st|vd|nbd|rbd|zram)[0-9]*"
+}
+devices {
+    device {
+        vendor "LIO-ORG"
+        product ".*"
+        hardware_handler "1 alua"
+        path_grouping_policy $policy
+        path_selector "round-robin 0"
+        rr_min_io_rq 1
+        path_checker tur
+        prio alua
+        failback immediate
+        no_path_retry queue
+    }
+}
+EOF
+    if ! pgrep -x systemd-udevd >/dev/null; then
+      /lib/systemd/systemd-udevd --daemon
+      udevadm trigger --subsystem-match=block --action=add; udevadm settle -t 30 || true
+    fi
+    if alive multipathd; then
+      multipathd reconfigure
+    else
+      spawn multipathd multipathd -d -s -v 3
+      wait_until 30 multipathd multipathd show status
+    fi
+    multipath -r >/dev/null 2>&1 || true
+    result "multipath $policy"
+    ;;
+  *) die "usage: initiator.sh login|disk|logout|multipath ..." ;;
 esac
