@@ -149,6 +149,9 @@ class AluaGroup:
         return any(m.enabled for m in self.members)
 
 
+# alua_access_type reads back as text (it is written as a number)
+_ALUA_ACCESS_TYPES = {"None": 0, "Implicit": 1, "Explicit": 2, "Implicit and Explicit": 3}
+
 # alua_support_* files and their bit in an RTPG descriptor (SPC-4 6.37)
 _ALUA_SUPPORT = (("transitioning", 0x80), ("offline", 0x40), ("lba_dependent", 0x10),
                  ("unavailable", 0x08), ("standby", 0x04), ("active_nonoptimized", 0x02),
@@ -269,8 +272,11 @@ class TcmuDevice:
             for attr, bit in _ALUA_SUPPORT:
                 if num("alua_support_" + attr):
                     supported |= bit
+            access = _ALUA_ACCESS_TYPES.get(_read(os.path.join(d, "alua_access_type")) or "",
+                                            None)
             out.append(AluaGroup(name, num("tg_pt_gp_id"), num("alua_access_state"),
-                                 num("alua_access_type"), num("implicit_trans_secs"),
+                                 num("alua_access_type") if access is None else access,
+                                 num("implicit_trans_secs"),
                                  bool(num("preferred")), supported, self._members(d)))
         return sorted(out, key=lambda g: g.id)
 

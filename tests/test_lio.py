@@ -188,7 +188,7 @@ def test_fabrics_the_device_is_exported_on(roots):
     assert k.device("uio2").fabrics() == set()
 
 
-def alua_group(dev_dir, name, gid, state, members="", access_type=1, support=("active_optimized",
+def alua_group(dev_dir, name, gid, state, members="", access_type="Implicit", support=("active_optimized",
                "active_nonoptimized", "transitioning")):
     g = Path(dev_dir) / "alua" / name
     g.mkdir(parents=True)
@@ -208,11 +208,12 @@ def test_alua_groups_members_and_their_tpgs(roots):
     tpg = Path(roots.target) / "iscsi" / t / "tpgt_1"
     tpg.mkdir(parents=True)
     (tpg / "enable").write_text("1\n")
-    alua_group(d, "default_tg_pt_gp", 0, 0, access_type=3)
+    alua_group(d, "default_tg_pt_gp", 0, 0, access_type="Implicit and Explicit")
     alua_group(d, "gw2", 2, 0)
     alua_group(d, "gw1", 1, 1, members=f"iscsi/{t}/tpgt_1/lun_0\n")
     dev = lio.Kernel(roots).device("uio0")
     groups = dev.alua_groups()
+    assert groups[0].access_type == 3      # configfs reads it back as text
     assert [(g.name, g.id, g.state) for g in groups] == [
         ("default_tg_pt_gp", 0, 0), ("gw1", 1, 1), ("gw2", 2, 0)]
     gw1 = groups[1]
