@@ -9,13 +9,21 @@
     targetcli-rbd save            # = targetcli saveconfig
     targetcli-rbd shell           # targetcli's own shell, with a /rbd node
 
+Several gateways (the configuration shared in RADOS, applied by each gateway's sync):
+
+    targetcli-rbd gateway add gw1 --portal 192.0.2.11:3260     # tag 1
+    targetcli-rbd gateway add gw2 --portal 192.0.2.12:3260     # tag 2
+    targetcli-rbd export rbd/disk1 --shared --target IQN --initiator IQN
+    targetcli-rbd sync --gateway gw1     # on gw1 (a service); --once: apply and exit
+
 Exit status: 0 done (or nothing to do), 1 error, 2 bad usage, 3 the TCMU daemon is
 not running. Secrets (CHAP) are read from files, the environment or a prompt, never
 from the command line, and never printed or logged.
 
 Belongs here: the argument parser, refusing secrets in argv, turning parsed
-arguments into the verbs' options (commands.py), printing a Report (text or
---json) and the exit status.  ``targetcli-rbd shell ...`` goes to launcher.py.
+arguments into the verbs' options (commands.py; the shared configuration's verbs
+get a ConfigStore opened from --config-pool/--config-object/--conf/--id/--keyring),
+printing a Report (text or --json) and the exit status.  ``targetcli-rbd shell ...`` goes to launcher.py.
 Not here: what a verb does (commands.py, gateway.py), the /rbd node (shell.py).
 """
 
@@ -27,6 +35,7 @@ import logging
 import sys
 
 from . import commands, launcher
+from .commands import open_store
 from .gateway import Gateway
 from .spec import (
     DEFAULT_PORTAL, ENV_CHAP_SECRET, ENV_DISCOVERY_SECRET, ENV_MUTUAL_SECRET, Defaults,
@@ -34,14 +43,66 @@ from .spec import (
 )
 
 
-def _add_ceph_opts(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("cluster access (also written into the LUN's config for "
-                             "the daemon)")
+def _add_ceph_opts(p: argparse.ArgumentParser,
+                   title: str = "cluster access (also written into the LUN's config for "
+                                "the daemon)") -> None:
+    g = p.add_argument_group(title)
     g.add_argument("--conf", help="ceph.conf path (default: librados' search, "
                                   "$CEPH_CONF, /etc/ceph/ceph.conf)")
     g.add_argument("--id", dest="client_id", help="cephx user without 'client.' "
                                                   "(default admin)")
     g.add_argument("--keyring", help="keyring path (default: the one ceph.conf names)")
+
+
+def _add_store_opts(p: argparse.ArgumentParser, ceph: bool = True) -> None:
+    from .store import DEFAULT_OBJECT, DEFAULT_POOL
+    g = p.add_argument_group("the shared configuration (several gateways)")
+    g.add_argument("--config-pool", help=f"its pool (default {DEFAULT_POOL})")
+    g.add_argument("--config-object", help=f"its object (default {DEFAULT_OBJECT})")
+    if ceph:
+        _add_ceph_opts(p, "cluster access (for the shared configuration; for export, "
+                          "also written into the LUN's config for the daemon)")
+
+
+def store_options(a) -> commands.StoreOptions:
+    return commands.StoreOptions(a.config_pool, a.config_object, a.conf, a.client_id,
+                                 a.keyring)
+
+
+def _add_shared_verbs(sub) -> None:
+    gw = sub.add_parser("gateway", help="the gateways in the shared configuration")
+    gsub = gw.add_subparsers(dest="gateway_verb", required=True, metavar="ACTION")
+    ga = gsub.add_parser("add", help="add a gateway (or change its portal/tag)")
+    ga.add_argument("name", help="the gateway's name (letters, digits, - _; e.g. its "
+                                 "host name)")
+    ga.add_argument("--portal", "-p", required=True, help="IP[:PORT] initiators reach "
+                                                          "this gateway at")
+    ga.add_argument("--tag", type=int, help="its TPG tag and ALUA group id (default: the "
+                                            "lowest free, from 1)")
+    gr = gsub.add_parser("remove", help="remove a gateway (its disks get new owners)")
+    gr.add_argument("name")
+    gl = gsub.add_parser("list", help="the gateways, their targets and owned disks")
+    for p in (ga, gr):
+        p.add_argument("--dry-run", action="store_true", help="print the change only")
+    for p in (ga, gr, gl):
+        _add_store_opts(p)
+
+    sy = sub.add_parser("sync", help="apply the shared configuration to this gateway's "
+                                     "LIO, and keep it applied",
+                        description="Reads the shared configuration, makes this "
+                        "gateway's LIO match it, then watches it and applies every "
+                        "change within a second (and re-reads every --interval s) until "
+                        "SIGTERM. Each change is logged in one line on stderr.")
+    sy.add_argument("--gateway", "-g", required=True, help="this gateway's name")
+    sy.add_argument("--once", action="store_true", help="apply once and exit (1 on "
+                                                        "errors)")
+    sy.add_argument("--interval", type=float, help="seconds between re-reads "
+                                                   "(default 30)")
+    sy.add_argument("--state-dir", help="where sync remembers the targets it serves "
+                                        "(default /var/lib/tcmu-rbd)")
+    sy.add_argument("--dry-run", action="store_true",
+                    help="print what this gateway must have, and change nothing")
+    _add_store_opts(sy)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,12 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--auth-file", help="per-initiator CHAP: lines '<initiator iqn> <user> "
                                         "<secret> [<mutual user> <mutual secret>]' "
                                         "(mode 0600); adds those initiators' ACLs")
+    ex.add_argument("--no-chap", action="store_true",
+                    help="the --initiator ACLs have no CHAP (the default, said explicitly)")
     ex.add_argument("--name", help="backstore name (default <pool>.<image>)")
     ex.add_argument("--lun", type=int, help="LUN number (default: the next free)")
     ex.add_argument("--wwn", help="unit serial to report (default: generated; give the "
                                   "same one on every gateway of a multipath LUN)")
     ex.add_argument("--demo-mode", action="store_true",
                     help="let ANY initiator log in without an ACL (labs only)")
+    ex.add_argument("--shared", action="store_true",
+                    help="put the export into the shared configuration (every gateway of "
+                         "--target serves it, through its sync) instead of this LIO")
+    ex.add_argument("--gateways", help="with --shared: the target's gateways, comma-"
+                                       "separated (default: all; added to an existing "
+                                       "target's)")
     ex.add_argument("--dry-run", action="store_true",
                     help="print what the export would create or change (with --json: "
                          "the plan as JSON), and change nothing")
@@ -108,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                      default=d.max_xmit_data_segment_length)
     tun.add_argument("--no-immediate-data", action="store_true")
     tun.add_argument("--no-initial-r2t", action="store_true")
-    _add_ceph_opts(ex)
+    _add_store_opts(ex)
 
     un = sub.add_parser("unexport", help="remove an image's LUN and backstore (and the "
                                          "target once it has no LUN)")
@@ -118,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="keep the target even when it has no LUN left")
     un.add_argument("--force", action="store_true",
                     help="do not require the daemon (the kernel may then wait for it)")
+    un.add_argument("--shared", action="store_true",
+                    help="remove the image from the shared configuration (every gateway's "
+                         "sync then removes its LUN)")
+    un.add_argument("--dry-run", action="store_true", help="with --shared: print the "
+                                                           "change only")
+    _add_store_opts(un)
 
     sub.add_parser("list", help="exports: image, size, serial, LUN, target, portals, "
                                 "ACLs, sessions, device state")
@@ -144,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     da.add_argument("--mutual-secret-file")
     da.add_argument("--disable", action="store_true", help="turn discovery auth off")
 
+    _add_shared_verbs(sub)
+
     sub.add_parser("shell", help="targetcli's shell with a /rbd node (args: a targetcli "
                                  "command to run)", add_help=False)
     return ap
@@ -166,18 +243,54 @@ def export_options(a) -> commands.ExportOptions:
         image=a.image, target=a.target, portals=list(a.portal),
         initiators=list(a.initiator), chap_user=a.chap_user,
         chap_secret_file=a.chap_secret_file, mutual_user=a.mutual_user,
-        mutual_secret_file=a.mutual_secret_file, auth_file=a.auth_file, name=a.name,
+        mutual_secret_file=a.mutual_secret_file, auth_file=a.auth_file,
+        no_chap=a.no_chap, name=a.name,
         lun=a.lun, wwn=a.wwn, demo_mode=a.demo_mode, conf=a.conf,
         client_id=a.client_id, keyring=a.keyring, defaults=defaults_from_args(a),
         dry_run=a.dry_run)
+
+
+SHARED_VERBS = ("gateway", "sync")
+
+
+def uses_store(a) -> bool:
+    return a.verb in SHARED_VERBS or getattr(a, "shared", False)
+
+
+def run_shared(a, store, environ=None) -> Report:
+    """The verbs of the shared configuration, with ``store``."""
+    v = a.verb
+    if v == "gateway":
+        if a.gateway_verb == "add":
+            return commands.gateway_add(store, a.name, a.portal, a.tag, dry_run=a.dry_run)
+        if a.gateway_verb == "remove":
+            return commands.gateway_remove(store, a.name, dry_run=a.dry_run)
+        return commands.gateway_list(store)
+    if v == "export":
+        gws = [g.strip() for g in a.gateways.split(",") if g.strip()] if a.gateways \
+            else None
+        return commands.export_shared(store, export_options(a), gws, environ=environ)
+    if v == "unexport":
+        if not a.image or a.name:
+            raise ExtError("unexport --shared takes the image (<pool>/<image>)", "usage", 2)
+        return commands.unexport_shared(store, a.image, keep_target=a.keep_target,
+                                        dry_run=a.dry_run)
+    if v == "sync":
+        return commands.sync(store, a.gateway, once=a.once, interval=a.interval,
+                             state_dir=a.state_dir, dry_run=a.dry_run)
+    raise ExtError(f"unknown verb {v}", "usage", 2)
 
 
 def run(a, gw, environ=None) -> Report:
     """Execute parsed arguments with ``gw``; returns the verb's Report."""
     v = a.verb
     if v == "export":
+        if a.gateways:
+            raise ExtError("--gateways needs --shared", "usage", 2)
         return commands.export(gw, export_options(a), environ=environ)
     if v == "unexport":
+        if a.dry_run:
+            raise ExtError("unexport --dry-run needs --shared", "usage", 2)
         return commands.unexport(gw, a.image, name=a.name, keep_target=a.keep_target,
                                  force=a.force)
     if v == "list":
@@ -213,7 +326,7 @@ def secret_on_command_line(argv: list[str]) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None, gw=None) -> int:
+def main(argv: list[str] | None = None, gw=None, store=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     bad = secret_on_command_line(argv[1:] if argv[:1] == ["shell"] else argv)
     if bad:
@@ -227,10 +340,20 @@ def main(argv: list[str] | None = None, gw=None) -> int:
         return launcher.main(argv[1:])
     ap = build_parser()
     a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if a.verbose else logging.WARNING,
-                        format="targetcli-rbd: %(levelname)s %(message)s")
+    level = logging.DEBUG if a.verbose else \
+        logging.INFO if a.verb == "sync" else logging.WARNING
+    logging.basicConfig(level=level, format="targetcli-rbd: %(levelname)s %(message)s")
     try:
-        rep = run(a, gw or Gateway())
+        if uses_store(a):
+            own = store is None
+            st = open_store(store_options(a)) if own else store
+            try:
+                rep = run_shared(a, st)
+            finally:
+                if own:
+                    st.close()
+        else:
+            rep = run(a, gw or Gateway())
     except ExtError as e:
         if a.json:
             print(json.dumps({"ok": False, "error": str(e), "code": e.code}))

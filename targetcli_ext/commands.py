@@ -3,7 +3,8 @@
 
 Belongs here: one function per verb (export, unexport, list, resize, save,
 restore, discovery-auth) taking plain option values and a :class:`~.gateway.Gateway`
-and returning its Report; turning options into requests (image specs, portals,
+and returning its Report; the verbs of several gateways (gateway add/remove/list,
+export/unexport --shared, sync) taking a :class:`~.store.ConfigStore` instead; turning options into requests (image specs, portals,
 CHAP credentials loaded from files, the environment or a prompt, never from an
 option value); targetcli's lock around changes (the shell holds it already:
 ``lock=False``).
@@ -23,8 +24,8 @@ from dataclasses import dataclass, field
 from .plan import ExportRequest
 from .spec import (
     ENV_CHAP_SECRET, ENV_DISCOVERY_MUTUAL_SECRET, ENV_DISCOVERY_SECRET, ENV_MUTUAL_SECRET,
-    Chap, Defaults, ExtError, Report, load_secret, parse_auth_file, parse_image,
-    parse_portal,
+    Chap, Defaults, ExtError, Report, human_size, load_secret, parse_auth_file,
+    parse_image, parse_portal, redact,
 )
 
 TARGETCLI_LOCK = "/var/run/targetcli.lock"
@@ -83,6 +84,7 @@ class ExportOptions:
     mutual_user: str | None = None
     mutual_secret_file: str | None = None
     auth_file: str | None = None
+    no_chap: bool = False                # say so: these ACLs have no CHAP
     name: str | None = None
     lun: int | None = None
     wwn: str | None = None
@@ -98,6 +100,8 @@ def export_request(o: ExportOptions, environ=None) -> ExportRequest:
     """The ExportRequest of ``o`` (loads the CHAP secrets; no configfs)."""
     d = o.defaults
     d.check()
+    if o.no_chap and (o.chap_user or o.auth_file):
+        raise ExtError("--no-chap excludes --chap-user and --auth-file", "usage", 2)
     ref = parse_image(o.image, osd_op_timeout=d.osd_op_timeout, conf=o.conf,
                       client_id=o.client_id, keyring=o.keyring)
     portals = [parse_portal(p) for p in o.portals]
@@ -192,3 +196,205 @@ def discovery_auth(gw, *, user=None, secret_file=None, mutual_user=None,
                                  what="discovery CHAP", environ=environ)
     with _locked(lock):
         return gw.discovery_auth(chap)
+
+
+# -- several gateways: the shared configuration (store.py, topology.py, sync.py) ------------
+
+@dataclass
+class StoreOptions:
+    """Where the shared configuration is, and how to reach the cluster."""
+
+    pool: str | None = None
+    obj: str | None = None
+    conf: str | None = None
+    client_id: str | None = None
+    keyring: str | None = None
+
+
+def open_store(o: StoreOptions):
+    from .store import ConfigStore
+    return ConfigStore.open(o.pool, o.obj, conf=o.conf, client_id=o.client_id,
+                            keyring=o.keyring)
+
+
+def _update(store, change, what: str, *, dry_run: bool = False, force: bool = False,
+            extra=()) -> Report:
+    from .topology import describe_changes
+    up = store.update(change, dry_run=dry_run, force=force)
+    changes = describe_changes(up.before, up.after) + list(extra)
+    rep = Report(changed=up.written)
+    if dry_run:
+        rep.add(f"dry run: {what} would make these changes to {store.where} (none is "
+                f"made now):" if changes else f"dry run: {what}: nothing to change")
+    elif up.written:
+        rep.add(f"{what}: {store.where} is now at epoch {up.after.epoch} (the gateways' "
+                f"sync applies it)")
+    else:
+        rep.add(f"{what}: nothing to change")
+    rep.lines += ["  " + c for c in changes]
+    rep.data = {"dry_run": dry_run, "changed": up.written, "epoch": up.after.epoch,
+                "changes": changes}
+    return rep
+
+
+def gateway_add(store, name: str, portal: str, tag: int | None = None, *,
+                dry_run: bool = False) -> Report:
+    from .topology import add_gateway
+    p = parse_portal(portal)
+    if p.wildcard:
+        raise ExtError(f"portal {p}: a gateway's portal is its own address (initiators "
+                       f"are sent to it), not a wildcard", "bad-portal")
+    return _update(store, lambda c: add_gateway(c, name, p, tag), f"gateway add {name}",
+                   dry_run=dry_run)
+
+
+def gateway_remove(store, name: str, *, dry_run: bool = False) -> Report:
+    from .topology import remove_gateway
+    return _update(store, lambda c: remove_gateway(c, name), f"gateway remove {name}",
+                   dry_run=dry_run)
+
+
+def gateway_list(store) -> Report:
+    cfg = store.read()
+    rep = Report(changed=False)
+    rep.add(f"{store.where}: epoch {cfg.epoch}, {len(cfg.gateways)} gateway(s), "
+            f"{len(cfg.targets)} target(s), {len(cfg.disks)} disk(s)")
+    gws = []
+    for n, g in sorted(cfg.gateways.items(), key=lambda i: i[1].tag):
+        targets = sorted(i for i, t in cfg.targets.items() if n in t.gateways)
+        owns = sorted(k for k, d in cfg.disks.items() if d.owner == n)
+        rep.add(f"  {n}  tag {g.tag}  portal {g.portal}  targets: "
+                f"{', '.join(targets) or '-'}  owns: {', '.join(owns) or '-'}")
+        gws.append({"name": n, "tag": g.tag, "portal": str(g.portal), "targets": targets,
+                    "owns": owns})
+    rep.data = {"epoch": cfg.epoch, "gateways": gws}
+    return rep
+
+
+def export_shared(store, o: ExportOptions, gateways: list[str] | None = None, *,
+                  environ=None) -> Report:
+    """Put an image into the shared configuration as a LUN of ``o.target`` (its CHAP
+    secrets into config-key first); every gateway's sync then exports it."""
+    from .plan import check_request
+    from .store import DISK_SETTINGS, TARGET_SETTINGS, ChapEntry, secret_key
+    from .topology import add_disk
+    if not o.target:
+        raise ExtError("--shared needs --target IQN (the target every gateway serves)",
+                       "usage", 2)
+    for flag, bad in (("--portal", o.portals), ("--name", o.name),
+                      ("--demo-mode", o.demo_mode)):
+        if bad:
+            raise ExtError(f"{flag} is not used with --shared: portals come from `gateway "
+                           f"add`, backstore names are per gateway, and shared targets "
+                           f"always have ACLs", "usage", 2)
+    req = check_request(export_request(o, environ))
+    d, c = req.defaults, req.image.cfg
+    options = {"osd_op_timeout": d.osd_op_timeout, **{k: v for k, v in (
+        ("conf", c.conf), ("id", c.client_id), ("keyring", c.keyring)) if v}}
+    settings = {k: getattr(d, k) for k in DISK_SETTINGS}
+    tsettings = {k: getattr(d, k) for k in TARGET_SETTINGS}
+    size = store.image_size(req.image.spec)
+    chap = {i: ChapEntry(x.user, x.mutual_user) for i, x in req.chap.items()}
+
+    def change(cfg):
+        add_disk(cfg, req.image.spec, req.target, gateways=gateways,
+                 initiators=req.initiators, chap=chap, lun=req.lun, wwn=req.wwn,
+                 options=options, settings=settings, target_settings=tsettings)
+        if not cfg.targets[req.target].acls:
+            raise ExtError("no initiator may log in: give --initiator <IQN> for each "
+                           "allowed initiator", "no-acl")
+    secrets = [(secret_key(req.target, i, m), s) for i, x in req.chap.items()
+               for m, s in ((False, x.secret), (True, x.mutual_secret)) if s is not None]
+    old = {k: store.get_secret(k) for k, _ in secrets}
+    new = [(k, s) for k, s in secrets if old[k] != s]
+    extra = [f"~ config-key {k} (a CHAP secret from {s.source})" for k, s in new]
+    try:
+        if not o.dry_run:
+            for k, s in new:
+                store.set_secret(k, s)
+        # a new secret alone changes nothing in the object: write it anyway (epoch + 1)
+        # so that the gateways re-apply
+        rep = _update(store, change, f"export {req.image.spec} (shared)",
+                      dry_run=o.dry_run, force=bool(new), extra=extra)
+    except ExtError as e:
+        if not o.dry_run:   # put config-key back as it was
+            for k, _ in new:
+                if old[k] is None:
+                    store.remove_secret(k)
+                else:
+                    store.set_secret(k, old[k])
+        raise ExtError(redact(str(e), req.secrets()), e.code, e.exit_status) from None
+    cfg = store.read() if not o.dry_run else None
+    if cfg is not None and req.image.spec in cfg.disks:
+        dk = cfg.disks[req.image.spec]
+        t = cfg.targets[dk.target]
+        rep.add(f"{req.image.spec} ({human_size(size)}) is LUN {dk.lun} of {dk.target} on "
+                f"{', '.join(t.gateways)} (owner {dk.owner}, serial {dk.wwn})")
+        portals = [cfg.gateways[g].portal for g in t.gateways]
+        rep.add("initiators: log in through every gateway's portal ("
+                + ", ".join(str(p) for p in portals) + ") and use multipath (ALUA)")
+        rep.data.update({"image": req.image.spec, "lun": dk.lun, "target": dk.target,
+                         "owner": dk.owner, "serial": dk.wwn, "size": size,
+                         "portals": [str(p) for p in portals]})
+    return rep
+
+
+def unexport_shared(store, image: str, *, keep_target: bool = False,
+                    dry_run: bool = False) -> Report:
+    from .topology import remove_disk
+    key = parse_image(image, osd_op_timeout=None, check_files=False).spec
+    gone: list[str] = []
+
+    def change(cfg):
+        if key not in cfg.disks:
+            raise ExtError(f"{key} is not in {store.where}: nothing to do", "not-exported")
+        gone[:] = remove_disk(cfg, key, keep_target)
+    try:
+        rep = _update(store, change, f"unexport {key} (shared)", dry_run=dry_run)
+    except ExtError as e:
+        if e.code != "not-exported":
+            raise
+        rep = Report(changed=False)
+        rep.add(str(e))
+        rep.data = {"image": key, "changed": False}
+        return rep
+    for k in gone:   # after the write: a gateway may still read them until then
+        if rep.changed:
+            store.remove_secret(k)
+        rep.add(f"  - config-key {k}")
+    return rep
+
+
+def sync(store, gateway: str, *, once: bool = False, interval: float | None = None,
+         state_dir: str | None = None, dry_run: bool = False, root=None, daemon=None,
+         stop=None) -> Report:
+    """``targetcli-rbd sync``: apply the shared configuration to this gateway's LIO
+    (and, without ``once``, keep doing so until SIGTERM/SIGINT or ``stop``)."""
+    import signal
+    import threading
+
+    from .sync import DEFAULT_INTERVAL, DEFAULT_STATE_DIR, Syncer
+    from .topology import layout
+    rep = Report(changed=False)
+    if dry_run:
+        cfg = store.read()
+        rep.add(f"dry run: at epoch {cfg.epoch} gateway {gateway} must have (nothing is "
+                f"changed now):")
+        rep.lines += ["  " + line for line in layout(cfg, gateway).describe()]
+        return rep
+    s = Syncer(store, gateway, root=root, daemon=daemon,
+               state_dir=state_dir or DEFAULT_STATE_DIR, lock=targetcli_lock)
+    if stop is None:
+        stop = threading.Event()
+        if not once and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: stop.set())
+    res = s.run(once=once, interval=interval or DEFAULT_INTERVAL, stop=stop)
+    if res.errors and once:   # (a service stopped by SIGTERM exits 0)
+        raise ExtError(f"{gateway}: {len(res.errors)} error(s) at epoch {res.epoch}:\n  "
+                       + "\n  ".join(res.errors), "sync-errors")
+    rep.changed = res.changed
+    rep.add(f"{gateway}: epoch {res.epoch} applied, {len(res.lines)} change(s)")
+    rep.data = {"gateway": gateway, "epoch": res.epoch, "changes": res.lines,
+                "changed": res.changed}
+    return rep

@@ -9,6 +9,9 @@ configshell's ``key=value`` form, lists comma-separated::
     /rbd list
     /rbd resize rbd/disk1 +10G
     /rbd unexport rbd/disk1
+    /rbd gateway add gw1 portal=192.0.2.11:3260          # several gateways:
+    /rbd export rbd/disk1 target=IQN initiator=IQN shared=true
+    /rbd gateway list
 
 Belongs here: the node class, turning configshell's parameters into the verbs'
 options, showing a Report on targetcli's console.  Not here: what the verbs do
@@ -80,7 +83,8 @@ def make_rbd_node_class():
                               lun=None, wwn=None, demo_mode="false", conf=None, id=None,
                               keyring=None, max_data_area_mb=None, hw_max_sectors=None,
                               cmd_time_out=None, qfull_time_out=None, cmdsn_depth=None,
-                              osd_op_timeout=None, dry_run="false"):
+                              osd_op_timeout=None, dry_run="false", shared="false",
+                              gateways=None, config_pool=None, config_object=None):
             '''
             Exports an RBD image over iSCSI in one step: the user:rbd backstore
             (validated by the TCMU daemon), target, TPG, portals, LUN and ACLs.
@@ -91,6 +95,8 @@ def make_rbd_node_class():
             or the environment, never from the command line.
             demo_mode=true lets ANY initiator log in (labs only).
             dry_run=true shows what would be created or changed, and changes nothing.
+            shared=true puts it into the shared configuration of several gateways
+            (gateways=gw1,gw2; config_pool, config_object) for their sync.
             '''
             self.assert_root()
             given = {"max_data_area_mb": max_data_area_mb, "hw_max_sectors": hw_max_sectors,
@@ -108,19 +114,66 @@ def make_rbd_node_class():
                 defaults=replace(Defaults(), **{k: v for k, v in tuning.items()
                                                 if v is not None}),
                 dry_run=self._flag(dry_run))
+            if self._flag(shared):
+                self._shared(lambda st: commands.export_shared(st, o, _list(gateways) or None),
+                             config_pool, config_object, conf, id, keyring)
+                return
             if o.demo_mode:
                 self.shell.log.warning("demo_mode: ANY initiator may log in and write "
                                        "to this LUN (no ACL, no CHAP): labs only")
             self._run(lambda gw: commands.export(gw, o, lock=False))
 
-        def ui_command_unexport(self, image=None, name=None, keep_target="false"):
+        def ui_command_unexport(self, image=None, name=None, keep_target="false",
+                                shared="false", config_pool=None, config_object=None,
+                                conf=None, id=None, keyring=None):
             '''
             Removes an image's LUN and backstore, and the target once it has no LUN.
+            shared=true removes it from the shared configuration (several gateways).
             '''
             self.assert_root()
             keep = self._flag(keep_target)
+            if self._flag(shared):
+                self._shared(lambda st: commands.unexport_shared(st, _text(image),
+                                                                 keep_target=keep),
+                             config_pool, config_object, conf, id, keyring)
+                return
             self._run(lambda gw: commands.unexport(gw, _text(image), name=_text(name),
                                                    keep_target=keep, lock=False))
+
+        def _shared(self, verb, config_pool, config_object, conf, id, keyring):
+            """Run ``verb(store)`` on the shared configuration."""
+            o = commands.StoreOptions(_text(config_pool), _text(config_object), _text(conf),
+                                      _text(id), _text(keyring))
+
+            def run(_gw):
+                st = commands.open_store(o)
+                try:
+                    return verb(st)
+                finally:
+                    st.close()
+            self._run(run, changes=False)
+
+        def ui_command_gateway(self, action, name=None, portal=None, tag=None,
+                               dry_run="false", config_pool=None, config_object=None,
+                               conf=None, id=None, keyring=None):
+            '''
+            The gateways of the shared configuration (each runs targetcli-rbd sync):
+            action=add name=gw1 portal=IP[:PORT] [tag=N] | action=remove name=gw1 |
+            action=list. dry_run=true shows the change only.
+            '''
+            dry = self._flag(dry_run)
+            if action == "list":
+                verb = commands.gateway_list
+            elif action in ("add", "remove") and name:
+                if action == "add" and not portal:
+                    raise ExecutionError("gateway add needs portal=IP[:PORT]")
+                n = self.ui_eval_param(tag, "number", None)
+                verb = (lambda st: commands.gateway_add(st, name, portal, n, dry_run=dry)) \
+                    if action == "add" else \
+                    (lambda st: commands.gateway_remove(st, name, dry_run=dry))
+            else:
+                raise ExecutionError("action=add|remove|list (add and remove need name=)")
+            self._shared(verb, config_pool, config_object, conf, id, keyring)
 
         def ui_command_list(self):
             '''

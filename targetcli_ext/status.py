@@ -1,23 +1,34 @@
 """What is exported and in what state: ``targetcli-rbd list``.
 
 Belongs here: for each user:rbd backstore its image, size, serial, config, its
-TCMU device (uio node) and the process serving it, its LUNs with target, TPG,
-portals, mode (demo, CHAP, ACLs) and each ACL's mapped LUN, CHAP and session;
-as JSON data and as text lines.
+TCMU device (uio node) and the process serving it, its ALUA groups, its LUNs with
+target, TPG, portals, mode (demo, CHAP, ACLs) and each ACL's mapped LUN, CHAP and
+session; for LUNs served by several gateways the owner and every path, with the
+mgr's ``service status`` read for them (:func:`read_service_status`); as JSON data
+and as text lines.
 
-Not here: the uio side of a device and who holds /dev/uioN (tcmu_rbd/lio.py, one
-model of a TCMU device for the whole project), reading rtslib for an export
+Not here: the uio side of a device, its ALUA groups and who holds /dev/uioN
+(tcmu_rbd/lio.py, one model of a TCMU device for the whole project), joining
+groups and service map into paths (paths.py), reading rtslib for an export
 (state.py), the daemon's D-Bus face (daemon.py).  Only CHAP user names' presence
-is reported, never a secret.
+is reported, never a secret.  The cluster is asked only when a LUN has gateway
+ALUA groups: a single-gateway list stays local and instant.
 """
 
 from __future__ import annotations
 
+import errno
+import json
+import os
+
 from tcmu_rbd.lio import Kernel
 
+from . import paths
 from .daemon import START_HINT
-from .spec import Report, human_size
+from .spec import ExtError, Report, human_size
 from .state import portal_of_np
+
+SERVICE_STATUS_TIMEOUT = 10.0   # s: connecting and the mgr's answer, each
 
 
 def _acl(acl, lun: int) -> dict | None:
@@ -61,6 +72,7 @@ def _export(so, ref, kernel: Kernel, holders: dict, daemon_up: bool) -> dict:
         e["state"] = "NOT served: no process has the ring open" + \
             ("" if daemon_up else " (the daemon is not running)")
     e["luns"] = [_lun(lun) for lun in so.attached_luns]
+    e["alua_groups"] = [paths.group_record(g) for g in dev.alua_groups()] if dev else []
     return e
 
 
@@ -90,11 +102,58 @@ def _lines(daemon_up: bool, exports: list[dict]) -> list[str]:
     return out
 
 
-def list_report(backstores, daemon_up: bool, kernel: Kernel) -> Report:
-    """``backstores``: [(storage object, ImageRef)] of the user:rbd backstores."""
+def read_service_status(cfg, timeout: float = SERVICE_STATUS_TIMEOUT) -> dict:
+    """The mgr's ``service status`` (JSON), asked as a LUN's own client (its
+    conf=/id=/keyring=, as the daemon connects).  ExtError says why not: no
+    cluster, no mgr answering, or a key without mgr caps."""
+    from .store import connect
+    user = f"client.{cfg.client_id or 'admin'}"
+    cluster = connect(cfg.conf, cfg.client_id, cfg.keyring, timeout)
+    try:
+        ret, out, msg = cluster.mgr_command(
+            json.dumps({"prefix": "service status", "format": "json"}), b"",
+            timeout=int(timeout))
+    finally:
+        cluster.shutdown()
+    err = abs(ret)  # -EACCES, but +ETIMEDOUT when no mgr answers (Pacific)
+    if err == errno.EACCES:
+        raise ExtError(f"{user} may not read it (add mgr 'allow r' to its caps)",
+                       "mgr-caps")
+    if err == errno.ETIMEDOUT:
+        raise ExtError(f"no mgr answered within {timeout:g}s (is a ceph-mgr running?)",
+                       "no-mgr")
+    if err:
+        raise ExtError(f"`service status` failed: {msg or os.strerror(err)}", "mgr-error")
+    try:
+        st = json.loads(out or b"{}")
+    except ValueError:
+        raise ExtError("`service status` did not answer JSON", "mgr-error") from None
+    if not isinstance(st, dict):
+        raise ExtError("`service status` did not answer a JSON object", "mgr-error")
+    return st
+
+
+def list_report(backstores, daemon_up: bool, kernel: Kernel,
+                service_status=read_service_status) -> Report:
+    """``backstores``: [(storage object, ImageRef)] of the user:rbd backstores;
+    ``service_status(cfg) -> dict`` reads the service map (once, with the first
+    multi-gateway LUN's config) when some LUN has gateway ALUA groups."""
     holders = kernel.uio_holders()
     exports = [_export(so, ref, kernel, holders, daemon_up) for so, ref in backstores]
     rep = Report(changed=False)
     rep.data = {"daemon_running": daemon_up, "exports": exports}
     rep.lines = _lines(daemon_up, exports)
+    multi = [ref for e, (_, ref) in zip(exports, backstores) if paths.gateway_groups(e)]
+    if multi:
+        st, err = None, None
+        try:
+            st = service_status(multi[0].cfg)
+        except ExtError as e:
+            err = str(e)
+        except Exception as e:  # never fail the listing for the cluster's sake
+            err = f"{type(e).__name__}: {e}"
+        view = paths.multipath_view(exports, st, err)
+        rep.data["multipath"] = view
+        rep.lines += ["", "LUNs on several gateways (owner: the exclusive lock, from the "
+                          "Ceph service map):"] + paths.multipath_lines(view)
     return rep

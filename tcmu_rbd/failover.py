@@ -53,6 +53,7 @@ log = logging.getLogger("tcmu_rbd.failover")
 OWNER_KEY = "tcmu-rbd.owner"
 DEFAULT_GRACE = 10.0
 REFRESH = 3.0
+EAGER_POLL = 0.5   # s: until the device is reachable
 ACQUIRE, BREAK, WAIT, MINE = "acquire", "break", "wait", "mine"
 _LOST = (-errno.ESHUTDOWN, -errno.EROFS)
 
@@ -122,6 +123,8 @@ class Failover:
         self.owner = False              # read by the loop thread: writes may go
         self.counters = Counters()
         self._addr = ""
+        self._registered = False
+        self._eager_pending = False
         self._want = threading.Event()
         self._takeover_wanted = False
         self._reopen_why: str | None = None
@@ -133,22 +136,36 @@ class Failover:
         self._thread = threading.Thread(target=self._run, name="failover", daemon=True)
 
     def start(self) -> None:
-        """Register, take the lock now when this gateway is the one that
-        should write (the only gateway, or its ALUA group is Active/Optimized:
-        no first write answered BUSY; a dead predecessor of ours fenced before
-        we serve), then run the failover thread."""
+        """Register and run the failover thread.  The lock is taken without
+        waiting for a write by the gateway that should write (the only one, or
+        the one whose ALUA group is Active/Optimized) as soon as initiators can
+        reach the device, so a single gateway never answers a first write BUSY;
+        a device that is reachable already (a restarted worker) decides here,
+        fencing a dead predecessor before it serves."""
         self._addr = self._client_addr(self.backend)
-        groups = self._topology()
-        self._register()
-        mine = alua.local_group(groups)
-        if not self.peers or (mine is not None and mine.state == alua.AO):
-            try:
-                self._takeover()
-            except OSError as e:
-                log.warning("%s: cannot take the lock at start (%s): on the first write",
-                            self.dev.label, e)
-        self._publish()
+        self._registered = False
+        self._eager_pending = True
+        self._eager()
         self._thread.start()
+
+    def _eager(self) -> None:
+        """Once the device is reachable: take the lock now if this gateway should
+        write.  Not before: a new LUN joins its ALUA group before it is mapped,
+        and before that this gateway cannot tell whether it is the preferred one."""
+        if not self._eager_pending or not self.dev.reachable():
+            return
+        self._eager_pending = False
+        groups = self._topology()
+        self._register()         # now that the gateway's name is known
+        self._publish()
+        mine = alua.local_group(groups)
+        if self.peers and (mine is None or mine.state != alua.AO):
+            return
+        try:
+            self._takeover()
+        except OSError as e:
+            log.warning("%s: cannot take the lock now (%s): on the first write",
+                        self.dev.label, e)
 
     def stop(self) -> None:
         self._stopping = True
@@ -202,11 +219,12 @@ class Failover:
     # ------------------------------------------------------------ failover thread
     def _run(self) -> None:
         while not self._stopping:
-            self._want.wait(self.refresh_every)
+            self._want.wait(EAGER_POLL if self._eager_pending else self.refresh_every)
             self._want.clear()
             if self._stopping:
                 break
             try:
+                self._eager()
                 if self._reopen_why is not None:
                     self._reopen()
                 if self._takeover_wanted:
@@ -347,6 +365,7 @@ class Failover:
             self.dev.enable_tpg(m, True)
         self._reopen_why = None
         self._seen_owner = None
+        self._registered = False
         self._register()
         self._publish()
         log.info("%s: serving again as a non-owner (client %s)", self.dev.label, self._addr)
@@ -379,6 +398,9 @@ class Failover:
 
     # ------------------------------------------------------------ service map
     def _register(self) -> None:
+        """Once per cluster client (librados refuses a second registration)."""
+        if self._registered:
+            return
         b = self.backend
         try:
             b.service_register(service_map.SERVICE,
@@ -386,13 +408,16 @@ class Failover:
                                                        b.image),
                                service_map.encode_kv(service_map.metadata(
                                    self.gateway, b.pool, b.namespace, b.image, "")))
-        except OSError as e:
+            self._registered = True
+        except (OSError, ValueError) as e:
             log.warning("%s: service map registration: %s", self.dev.label, e)
 
     def _publish(self) -> None:
+        if not self._registered:
+            return
         c = self.counters
         try:
             self.backend.service_update(service_map.encode_kv(service_map.status(
                 self.owner, c.lock_lost, c.conn_lost, c.cmd_timed_out)))
-        except OSError as e:
+        except (OSError, ValueError) as e:
             log.debug("%s: service map update: %s", self.dev.label, e)

@@ -238,19 +238,43 @@ class TcmuDevice:
                 return 0
         return 0
 
+    def _fabric_luns(self) -> list[str]:
+        """Every ``<fabric>/<wwn>/<tpg>/lun/lun_N`` directory linking to this device."""
+        me = os.path.realpath(self.configfs)
+        pattern = os.path.join(glob.escape(self.roots.target), "*", "*", "*", "lun", "*", "*")
+        out = []
+        for link in glob.glob(pattern):
+            fabric = os.path.relpath(link, self.roots.target).split(os.sep, 1)[0]
+            if fabric != "core" and os.path.islink(link) and os.path.realpath(link) == me:
+                out.append(os.path.dirname(link))
+        return out
+
     def fabrics(self) -> set[str]:
         """The fabric modules this device is exported through: the configfs
         directory names (``iscsi``, ``loopback``, ``vhost``, ...) of every
         ``<fabric>/<wwn>/<tpg>/lun/lun_N/`` whose link names this device's
         ``core/user_<hba>/<name>``.  Empty when it is on no LUN."""
-        me = os.path.realpath(self.configfs)
-        pattern = os.path.join(glob.escape(self.roots.target), "*", "*", "*", "lun", "*", "*")
-        out = set()
-        for link in glob.glob(pattern):
-            fabric = os.path.relpath(link, self.roots.target).split(os.sep, 1)[0]
-            if fabric != "core" and os.path.islink(link) and os.path.realpath(link) == me:
-                out.add(fabric)
-        return out
+        return {os.path.relpath(d, self.roots.target).split(os.sep, 1)[0]
+                for d in self._fabric_luns()}
+
+    def reachable(self) -> bool:
+        """An initiator can send commands to it: one of its LUNs is in an
+        enabled TPG (fabrics without an enable switch count as enabled) and is
+        mapped to an ACL, or the TPG maps every LUN (generate_node_acls) or has
+        no ACLs at all (tcm_loop)."""
+        for lun in self._fabric_luns():
+            tpg = os.path.dirname(os.path.dirname(lun))
+            if _read(os.path.join(tpg, "enable")) not in (None, "1"):
+                continue
+            acls = os.path.join(tpg, "acls")
+            if not os.path.isdir(acls) or \
+                    _read(os.path.join(tpg, "attrib", "generate_node_acls")) == "1":
+                return True
+            real = os.path.realpath(lun)
+            for link in glob.glob(os.path.join(glob.escape(acls), "*", "lun_*", "*")):
+                if os.path.islink(link) and os.path.realpath(link) == real:
+                    return True
+        return False
 
     def alua_groups(self) -> list[AluaGroup]:
         """The device's ALUA target port groups, sorted by id."""
@@ -265,7 +289,7 @@ class TcmuDevice:
 
             def num(attr, default=0, d=d):
                 try:
-                    return int(_read(os.path.join(d, attr)) or default, 0)
+                    return int(_read(os.path.join(d, attr)) or str(default), 0)
                 except ValueError:
                     return default
             supported = 0
@@ -291,6 +315,10 @@ class TcmuDevice:
                 tag = int(tpg[5:])
             except ValueError:
                 continue
+            # the kernel names the fabric as its module does ("iSCSI"); configfs
+            # names its directory in lower case ("iscsi")
+            if not os.path.isdir(os.path.join(self.roots.target, fabric)):
+                fabric = fabric.lower()
             enabled = _read(os.path.join(self.roots.target, fabric, wwn, tpg, "enable"))
             out.append(AluaMember(fabric, wwn, tag, lun, enabled == "1"))
         return tuple(out)

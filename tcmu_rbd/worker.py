@@ -11,6 +11,10 @@ The worker finds everything about its device itself, through
 ``tcm-user/<hba>/<name>/<dev_config>`` in sysfs, the LUN's attributes, serial
 and size in configfs, and ``action/block_dev`` when the supervisor is lost.
 
+Several gateways: when the image has an exclusive lock, the worker's writes
+follow it (a :class:`tcmu_rbd.failover.Failover` on a thread of its own; the
+handler asks it before every medium change).
+
 Not here: the message encoding (control.py), kernel file formats (lio.py),
 the SCSI emulation and the ring loop (scsi/, handler.py), the image
 (backends/rbd.py), and any decision about restarting or recovering a device

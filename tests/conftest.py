@@ -7,6 +7,9 @@
 ``rbd_image``  a fresh uniquely named 256 MiB image in pool rbd, removed afterwards:
                an ``RbdImage`` with .pool .name .size .spec ("rbd/<name>") and
                .cfgstring ("rbd/rbd/<name>", what CheckConfig/the kernel see).
+``store``      a targetcli_ext.store.ConfigStore on a fresh uniquely named object in
+               pool rbd (the shared configuration of several gateways), removed
+               afterwards.
 """
 
 from __future__ import annotations
@@ -78,3 +81,17 @@ def rbd_image(ceph):
             warnings.warn(f"could not remove rbd/{name}: {r.stderr.strip()[-300:]}")
             break
         time.sleep(1)
+
+
+@pytest.fixture
+def store(ceph):
+    from targetcli_ext.store import ConfigStore
+    s = ConfigStore.open("rbd", f"tcmu-rbd.config-{uuid.uuid4().hex[:8]}",
+                         conf=ceph.conf_path)
+    yield s
+    try:
+        s.ioctx.remove_object(s.obj)
+    except Exception:   # never written, or already removed by the test
+        pass
+    finally:
+        s.close()

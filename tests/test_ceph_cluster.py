@@ -170,3 +170,90 @@ def test_no_daemons_leaked_when_the_interpreter_exits_or_dies(tmp_path):
         assert not any(pid_alive(p) for p in pids), how
         if how == "exit":  # atexit also removed the directory
             assert not d.exists()
+
+
+def _listening(pid: int) -> set[str]:
+    """The "ip:port" addresses TCP sockets of process ``pid`` listen on (/proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            link = os.readlink(fd)
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    out = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and f[9] in inodes:  # LISTEN
+                hexip, hexport = f[1].split(":")
+                ip = (".".join(str(int(hexip[i:i + 2], 16)) for i in (6, 4, 2, 0))
+                      if len(hexip) == 8 else f"[{hexip}]")
+                out.add(f"{ip}:{int(hexport, 16)}")
+    return out
+
+
+def _addrs(obj) -> list[str]:
+    """Every "addr" string anywhere in a ceph JSON answer (addrvecs and legacy)."""
+    if isinstance(obj, dict):
+        return [a for k, v in obj.items()
+                for a in ([v] if k.endswith("addr") and isinstance(v, str) else _addrs(v))]
+    if isinstance(obj, list):
+        return [a for v in obj for a in _addrs(v)]
+    return []
+
+
+def test_cluster_on_another_local_address(tmp_path):
+    """public_addr="127.0.0.2" (local on Linux: all of 127.0.0.0/8 is): monmap, mon
+    host and every daemon's sockets on 127.0.0.2, none on 127.0.0.1; rbd works."""
+    with CephCluster(tmp_path / "c", public_addr="127.0.0.2", mgr=True,
+                     timeout=300) as c:
+        assert c.mon_host.startswith("[v2:127.0.0.2:") and "127.0.0.1" not in c.mon_host
+        conf = Path(c.conf_path).read_text()
+        assert f"\tmon host = {c.mon_host}\n" in conf
+        assert "\tpublic addr = 127.0.0.2\n" in conf
+        assert "\tpublic network = 127.0.0.2/32\n" in conf
+        assert "127.0.0.1" not in conf
+        mons = json.loads(c.run("ceph", "mon", "dump", "--format", "json").stdout)["mons"]
+        mon_addrs = _addrs(mons)
+        assert len(mons) == 1 and len(mon_addrs) >= 3, mons
+        assert all(a.startswith("127.0.0.2:") for a in mon_addrs), mon_addrs
+        osds = json.loads(c.run("ceph", "osd", "dump", "--format", "json").stdout)["osds"]
+        osd_addrs = _addrs(osds)
+        # public, cluster, heartbeat front/back, each v2 + v1 (plus the legacy ones)
+        assert len(osd_addrs) >= 8, osds
+        assert all(a.startswith("127.0.0.2:") for a in osd_addrs), osd_addrs
+        mgr = json.loads(c.run("ceph", "mgr", "dump", "--format", "json").stdout)
+        assert mgr["active_addr"].startswith("127.0.0.2:"), mgr["active_addr"]
+        for name, pid in c.pids.items():
+            ls = _listening(pid)
+            assert ls and all(a.startswith("127.0.0.2:") for a in ls), (name, ls)
+        assert json.loads(Path(c.state_path).read_text())["public_addr"] == "127.0.0.2"
+        c.create_image("on2", 64 << 20)
+        data = os.urandom(65536)
+        with rados.Rados(**c.rados_kwargs()) as cl, cl.open_ioctx("rbd") as io:
+            with rbd.Image(io, "on2") as img:
+                img.write(data, 1 << 20)
+                img.flush()
+            with rbd.Image(io, "on2", read_only=True) as img:
+                assert img.read(1 << 20, len(data)) == data
+
+
+@pytest.mark.parametrize("addr, why", [
+    ("0.0.0.0", "not one host address"),
+    ("192.0.2.1", "not a local address of this host"),  # TEST-NET-1, not ours
+    ("::1", "not an IPv4 address"),
+    ("127.0.0.1:6789", "not an IPv4 address"),
+])
+def test_public_addr_refused(tmp_path, addr, why):
+    """Refused before anything starts: by the constructor and by the CLI's ``up``."""
+    d = tmp_path / "c"
+    with pytest.raises(CephClusterError, match=f"public address .*{why}"):
+        CephCluster(d, public_addr=addr)
+    assert not d.exists()
+    up = subprocess.run([sys.executable, "-m", "tcmu_rbd_lab.ceph", "up", "--dir", str(d),
+                         "--public-addr", addr], capture_output=True, text=True,
+                        timeout=120)
+    assert up.returncode == 1 and "ceph up failed: public address" in up.stderr, up.stderr
+    assert why in up.stderr and not d.exists()

@@ -118,7 +118,13 @@ class FakeDev:
         self.states[group] = state
         return True
 
+    tpg_switches = ()
+
     def enable_tpg(self, member, on):
+        self.tpg_switches += ((member.tpgt, on),)
+        return True
+
+    def reachable(self):
         return True
 
 
@@ -242,3 +248,26 @@ def test_takeover_fences_the_old_owner_which_reopens_as_non_owner(two_gateways):
     gw1.may_write()                            # after the grace it may take it back
     assert _wait(lambda: gw1.owner)
     assert _wait(lambda: not gw2.owner, 10)
+
+
+def test_connection_lost_disables_the_local_tpg_until_a_new_client_is_connected(two_gateways):
+    gw1 = two_gateways("gw1", preferred="gw1")
+    assert gw1.owner
+    old = gw1.backend
+    gw1.io_error(-errno.ETIMEDOUT)             # a command timed out (rados_osd_op_timeout)
+    h = FakeHandler(old)
+    assert _wait(lambda: gw1.swap_ready)
+    assert gw1.dev.tpg_switches == ((1, False),)     # initiators go to the other gateway
+    gw1.swap(h)
+    assert _wait(lambda: gw1._reopen_why is None)
+    assert gw1.dev.tpg_switches == ((1, False), (1, True))
+    assert gw1.backend is not old and h.backend is gw1.backend
+    assert gw1.counters.conn_lost == 1 and gw1.counters.cmd_timed_out == 1
+
+
+def test_connection_lost_without_peers_keeps_the_tpg(two_gateways):
+    gw1 = two_gateways("gw1", peers=False)
+    gw1.io_error(-errno.ETIMEDOUT)
+    time.sleep(1)
+    assert not gw1.swap_ready and gw1.dev.tpg_switches == ()
+    assert gw1.counters.cmd_timed_out == 1

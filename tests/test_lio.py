@@ -210,7 +210,9 @@ def test_alua_groups_members_and_their_tpgs(roots):
     (tpg / "enable").write_text("1\n")
     alua_group(d, "default_tg_pt_gp", 0, 0, access_type="Implicit and Explicit")
     alua_group(d, "gw2", 2, 0)
-    alua_group(d, "gw1", 1, 1, members=f"iscsi/{t}/tpgt_1/lun_0\n")
+    # the kernel writes the fabric's own name ("iSCSI"), configfs has "iscsi"
+    alua_group(d, "gw1", 1, 1, members=f"iSCSI/{t}/tpgt_1/lun_0\n")
+    os.remove(Path(d) / "alua" / "gw2" / "preferred")      # a missing attribute: default
     dev = lio.Kernel(roots).device("uio0")
     groups = dev.alua_groups()
     assert groups[0].access_type == 3      # configfs reads it back as text
@@ -234,3 +236,28 @@ def test_alua_groups_of_a_device_without_any(roots, caplog):
     assert dev.alua_groups() == []
     assert not dev.set_alua_state("nosuch", 0)
     assert "cannot set ALUA group nosuch" in caplog.text
+
+
+def test_reachable_only_when_mapped_in_an_enabled_tpg(roots):
+    add(roots, 0, "disk0", hba=1)
+    dev = lio.Kernel(roots).device("uio0")
+    assert not dev.reachable()                       # on no LUN
+    export(roots, "iscsi", "iqn.2003-01.org.x:t", 0, 1, "disk0")
+    tpg = Path(roots.target) / "iscsi" / "iqn.2003-01.org.x:t" / "tpgt_1"
+    (tpg / "enable").write_text("0\n")
+    (tpg / "attrib").mkdir()
+    (tpg / "attrib" / "generate_node_acls").write_text("0\n")
+    acl = tpg / "acls" / "iqn.2024-01.org.x:init" / "lun_0"
+    acl.mkdir(parents=True)
+    assert not dev.reachable()                       # disabled, not mapped
+    (tpg / "enable").write_text("1\n")
+    assert not dev.reachable()                       # enabled, no ACL maps it (sync's window)
+    (acl / "f00d").symlink_to(os.path.relpath(tpg / "lun" / "lun_0", acl))
+    assert dev.reachable()
+    (acl / "f00d").unlink()
+    (tpg / "attrib" / "generate_node_acls").write_text("1\n")
+    assert dev.reachable()                           # demo mode maps every LUN
+    # a fabric without enable or ACLs (tcm_loop)
+    add(roots, 1, "disk1", hba=1)
+    export(roots, "loopback", "naa.5001405aaaaaaaaa", 0, 1, "disk1")
+    assert lio.Kernel(roots).device("uio1").reachable()

@@ -6,6 +6,7 @@ import errno
 import json
 import logging
 import os
+import time
 import signal
 import sys
 import textwrap
@@ -159,6 +160,11 @@ def test_contract_environment(tmp_path, monkeypatch):
     cfg = tmp_path / "t.conf"
     r = Run(tmp_path, monkeypatch, {"send": [], "then": "sleep"}, path=str(cfg), log_level="debug")
     try:
+        # until the child has exec'd (before that /proc shows the forked parent's view)
+        deadline = time.monotonic() + 10
+        while b"--uio" not in open(f"/proc/{r.w.pid}/cmdline", "rb").read() and \
+                time.monotonic() < deadline:
+            time.sleep(0.01)
         with open(f"/proc/{r.w.pid}/environ", "rb") as f:
             env = dict(x.split(b"=", 1) for x in f.read().split(b"\0") if b"=" in x)
         assert env[b"TCMU_RBD_CONFIG"] == str(cfg).encode()

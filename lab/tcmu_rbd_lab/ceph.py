@@ -1,9 +1,11 @@
-"""A throwaway single-node Ceph cluster (one mon, one OSD, no mgr) on 127.0.0.1.
+"""A throwaway single-node Ceph cluster (one mon, one OSD, optionally a mgr) on one
+local IPv4 address (127.0.0.1 unless told otherwise).
 
 Here: :class:`CephCluster` (keyrings, mon, OSD and pool ``rbd`` brought up and
 torn down, the commands run against it, OSD faults) and the ``up``/``down`` CLI.
 Not here: ceph.conf's text, ports, the bluestore block device, the state file and
-``down`` itself (ceph_setup.py); starting and stopping processes (process.py).
+``down`` itself (ceph_setup.py); the mgr and the service map (ceph_mgr.py);
+starting and stopping processes (process.py).
 
 One implementation for the tests, benchmarks, the demo and the VM lab.  Everything
 writable lives under ``base_dir`` (default: a fresh directory under /tmp), so it also
@@ -23,7 +25,8 @@ Objectstores:
              one with ``bluestore_block="file"|"loop"``.
 
 CLI (used by the VM harness and the demo):
-    python -m tcmu_rbd_lab.ceph up --dir D [--objectstore bluestore]
+    python -m tcmu_rbd_lab.ceph up --dir D [--objectstore bluestore] [--mgr]
+                                   [--public-addr IP]
     python -m tcmu_rbd_lab.ceph down --dir D
 ``up`` leaves the daemons running and writes D/cluster.json (pids, loop devices,
 ports); ``down`` reads it, kills exactly those pids and removes D.
@@ -31,7 +34,6 @@ ports); ``down`` reads it, kills exactly those pids and removes D.
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import json
 import os
@@ -47,9 +49,12 @@ import weakref
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from .ceph_mgr import MGR_ID, mgr_conf, service_dump, service_status, start_mgr, \
+    wait_mgr_available
 from .ceph_setup import (
-    MON_ID, STATE_FILE, CephClusterError, attach_loop, ceph_conf_text, detach_loop, down,
-    pick_port_pair, supports_o_direct, write_state,
+    MON_ID, STATE_FILE, CephClusterError, bluestore_block, ceph_conf_text,
+    check_public_addr, cli_parser, detach_loop, down, mon_addrs, pick_port_pair,
+    up_report, write_state,
 )
 from .process import Daemon, log_tail
 
@@ -63,7 +68,8 @@ _live_lock = threading.Lock()
 
 
 class CephCluster:
-    """One mon (``a``) and one OSD (``0``) on 127.0.0.1 with cephx on; pool ``rbd``.
+    """One mon (``a``), one OSD (``0``) and with ``mgr=True`` a mgr (``x``) on
+    ``public_addr`` with cephx on; pool ``rbd``.
 
     Parameters:
       base_dir          where everything goes; created if missing, must be empty or
@@ -77,7 +83,11 @@ class CephCluster:
       timeout           seconds to wait for each daemon / readiness step. TCG is ~10x
                         slower than native: the default 300 s covers it.
       conf_overrides    {section: {option: value}} merged into ceph.conf.
-      daemon_args       {"mon"|"osd": [extra argv]} appended when starting a daemon
+      public_addr       the one IPv4 address of this host the daemons bind and the
+                        monmap names (CephClusterError at once if it is not local).
+      mgr               also run a ceph-mgr loading no Python module (ceph_mgr.py),
+                        for the service map: :meth:`service_status`, :meth:`service_dump`.
+      daemon_args       {"mon"|"osd"|"mgr": [extra argv]} appended when starting a daemon
                         (not for mkfs); used by the failure-path test.
       pg_num            PGs of pool ``rbd``.
       remove_on_stop    remove base_dir in stop() (default True).
@@ -95,7 +105,8 @@ class CephCluster:
                  conf_overrides: Mapping[str, Mapping[str, object]] | None = None,
                  daemon_args: Mapping[str, list[str]] | None = None,
                  pg_num: int = 16, remove_on_stop: bool = True, verbose: bool = True,
-                 die_with_parent: bool = True):
+                 die_with_parent: bool = True, mgr: bool = False,
+                 public_addr: str = "127.0.0.1"):
         if objectstore not in ("memstore", "bluestore"):
             raise ValueError(f"objectstore must be 'memstore' or 'bluestore', "
                              f"not {objectstore!r}")
@@ -114,6 +125,8 @@ class CephCluster:
         self.remove_on_stop = remove_on_stop
         self.verbose = verbose
         self.die_with_parent = die_with_parent
+        self.mgr = mgr
+        self.public_addr = check_public_addr(public_addr)
         self.fsid = str(uuid.uuid4())
         self.mon_ports: tuple[int, int] | None = None
         self.osd_id: int | None = None
@@ -123,6 +136,7 @@ class CephCluster:
         self.start_seconds: float | None = None
         self._mon: Daemon | None = None
         self._osd: Daemon | None = None
+        self._mgr: Daemon | None = None
         self._started = False
         self._detached = False
 
@@ -138,8 +152,7 @@ class CephCluster:
     @property
     def mon_host(self) -> str:
         assert self.mon_ports
-        v2, v1 = self.mon_ports
-        return f"[v2:127.0.0.1:{v2},v1:127.0.0.1:{v1}]"
+        return mon_addrs(self.public_addr, self.mon_ports)
 
     @property
     def state_path(self) -> str:
@@ -151,12 +164,13 @@ class CephCluster:
 
     @property
     def pids(self) -> dict[str, int]:
-        out = {}
-        if self._mon and self._mon.poll() is None:
-            out["mon.a"] = self._mon.pid
-        if self._osd and self._osd.poll() is None:
-            out[f"osd.{self.osd_id}"] = self._osd.pid
-        return out
+        return {n: d.pid for n, d in self._daemons().items() if d.poll() is None}
+
+    def _daemons(self) -> dict[str, Daemon]:
+        """Name -> Daemon of those started (dead or alive): mon, OSD, mgr."""
+        ds = {f"mon.{MON_ID}": self._mon, f"osd.{self.osd_id}": self._osd,
+              f"mgr.{MGR_ID}": self._mgr}
+        return {n: d for n, d in ds.items() if d is not None}
 
     @property
     def _dir(self) -> Path:
@@ -211,9 +225,14 @@ class CephCluster:
                 (self._dir / sub).mkdir()
             self._start_mon()
             self._log(f"mon up after {time.monotonic() - t0:.1f}s")
+            if self.mgr:  # it starts while the OSD does
+                self._mgr = start_mgr(self, self.daemon_args.get("mgr"))
             self._create_osd()
             self._start_osd_daemon()
             self._create_pool()
+            if self._mgr is not None:
+                wait_mgr_available(self, self._mgr, self.timeout)
+                self._log(f"mgr available after {time.monotonic() - t0:.1f}s")
             self.start_seconds = time.monotonic() - t0
             self._write_state()
             self._log(f"cluster ready in {self.start_seconds:.1f}s "
@@ -227,10 +246,9 @@ class CephCluster:
 
     def stop(self) -> None:
         """Kill the daemons (SIGKILL), detach the loop device, remove base_dir."""
-        for d in (self._osd, self._mon):
-            if d is not None:
-                d.kill(signal.SIGKILL)
-        self._osd = self._mon = None
+        for d in reversed(self._daemons().values()):
+            d.kill(signal.SIGKILL)
+        self._mgr = self._osd = self._mon = None
         self._detach_loop()
         if self.base_dir is not None and self.remove_on_stop and self._started:
             shutil.rmtree(self.base_dir, ignore_errors=True)
@@ -312,20 +330,31 @@ class CephCluster:
         "profile rbd pool=rbd"}; None or {} = no caps at all) and return the path of
         its own keyring (also found by ``id=<name>`` alone through the conf's
         ``keyring = .../$cluster.$name.keyring``)."""
-        if name.startswith("client."):
-            name = name[len("client."):]
-        path = self._dir / "keyring" / f"ceph.client.{name}.keyring"
-        self.run("ceph-authtool", "--create-keyring", str(path), "--gen-key",
-                 "-n", f"client.{name}")
-        argv = ["ceph", "auth", "add", f"client.{name}", "-i", str(path)]
+        return self.create_key(f"client.{name.removeprefix('client.')}", caps)
+
+    def create_key(self, entity: str, caps: Mapping[str, str] | None = None) -> str:
+        """A new key for ``entity`` (client.x, mgr.x) with ``caps``, in the cluster's
+        auth database and in keyring/ceph.<entity>.keyring (mode 0600): its path."""
+        path = self._dir / "keyring" / f"ceph.{entity}.keyring"
+        self.run("ceph-authtool", "--create-keyring", str(path), "--gen-key", "-n", entity)
+        argv = ["ceph", "auth", "add", entity, "-i", str(path)]
         for daemon, cap in (caps or {}).items():
             argv += [daemon, cap]
         self.run(*argv)
         for daemon, cap in (caps or {}).items():
-            self.run("ceph-authtool", str(path), "-n", f"client.{name}",
-                     "--cap", daemon, cap)
+            self.run("ceph-authtool", str(path), "-n", entity, "--cap", daemon, cap)
         os.chmod(path, 0o600)
         return str(path)
+
+    def service_status(self) -> dict:
+        """``ceph service status`` (needs ``mgr=True``): {service: {daemon: {"status":
+        {key: value}, "status_stamp", "last_beacon"}}}."""
+        return service_status(self)
+
+    def service_dump(self) -> dict:
+        """``ceph service dump`` (needs ``mgr=True``): the service map, each daemon's
+        metadata under ["services"][service]["daemons"][daemon]["metadata"]."""
+        return service_dump(self)
 
     # --------------------------------------------------------------- OSD faults
     def stop_osd(self) -> None:
@@ -352,25 +381,24 @@ class CephCluster:
 
     # --------------------------------------------------------------- internals
     def _daemon_report(self) -> str:
-        out = []
-        for d in (self._mon, self._osd):
-            if d is not None:
-                out.append("\n" + d.describe_failure("state"))
-        return "".join(out)
+        return "".join("\n" + d.describe_failure("state") for d in self._daemons().values())
 
     def _write_conf(self) -> None:
+        overrides = mgr_conf() if self.mgr else {}
+        for sec, opts in self.conf_overrides.items():
+            overrides[sec] = {**overrides.get(sec, {}), **opts}
         Path(self.conf_path).write_text(ceph_conf_text(
             self._dir, fsid=self.fsid, mon_host=self.mon_host, objectstore=self.objectstore,
             osd_memory_bytes=self.osd_memory_bytes, store_bytes=self.store_bytes,
             block_mode=self.block_mode, loop_device=self.loop_device,
-            overrides=self.conf_overrides))
+            overrides=overrides, public_addr=self.public_addr))
 
     def _start_mon(self) -> None:
         d = self._dir
         kr = d / "keyring"
         mon_kr = kr / "mon.keyring"
         for attempt in range(3):
-            self.mon_ports = pick_port_pair()
+            self.mon_ports = pick_port_pair(addr=self.public_addr)
             self._write_conf()
             if attempt == 0:
                 self.run("ceph-authtool", "--create-keyring", str(mon_kr), "--gen-key",
@@ -425,14 +453,9 @@ class CephCluster:
             time.sleep(0.5)
 
     def _prepare_bluestore_block(self) -> None:
-        osd_dir = self._dir / "osd"
-        mode = self.bluestore_block
-        if mode == "auto":
-            mode = "file" if supports_o_direct(osd_dir) else "loop"
-        self.block_mode = mode
-        if mode == "loop":
-            self.loop_device = attach_loop(osd_dir / "block.img", self.store_bytes)
-            self._write_state()
+        self.block_mode, self.loop_device = bluestore_block(
+            self._dir / "osd", self.bluestore_block, self.store_bytes)
+        self._write_state()
         self._write_conf()
 
     def _detach_loop(self) -> None:
@@ -475,8 +498,8 @@ class CephCluster:
             self._wait_osd_up()
 
     def _check_daemons(self, what: str) -> None:
-        for dmn in (self._mon, self._osd):
-            if dmn is not None and dmn.poll() is not None:
+        for dmn in self._daemons().values():
+            if dmn.poll() is not None:
                 raise CephClusterError(dmn.describe_failure(f"exited while {what}"))
 
     def _wait_osd_up(self) -> None:
@@ -522,19 +545,21 @@ class CephCluster:
         self.run("rados", "-p", "rbd", "rm", "tcmu-rbd-readiness-probe", check=False)
         self.run("rbd", "pool", "init", "rbd")
 
-    def _write_state(self) -> None:
+    def _write_state(self) -> dict:
         if self.base_dir is None or not self.base_dir.exists():
-            return
+            return {}
         state = {
             "base_dir": str(self.base_dir), "conf": self.conf_path,
             "admin_keyring": self.admin_keyring, "fsid": self.fsid,
             "mon_host": self.mon_host if self.mon_ports else None,
+            "public_addr": self.public_addr,
             "objectstore": self.objectstore, "block_mode": self.block_mode,
-            "loop_device": self.loop_device, "osd_id": self.osd_id,
+            "loop_device": self.loop_device, "osd_id": self.osd_id, "mgr": self.mgr,
             "pids": self.pids, "log_dir": self.log_dir,
             "start_seconds": self.start_seconds,
         }
         write_state(self._dir, state)
+        return state
 
 
 @atexit.register
@@ -549,27 +574,13 @@ def _cleanup_at_exit() -> None:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tcmu_rbd_lab.ceph",
-                                 description="throwaway single-node Ceph cluster")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    up = sub.add_parser("up", help="start a cluster in DIR and leave it running")
-    up.add_argument("--dir", required=True)
-    up.add_argument("--objectstore", choices=["memstore", "bluestore"],
-                    default="memstore")
-    up.add_argument("--bluestore-block", choices=["auto", "file", "loop"], default="auto")
-    up.add_argument("--osd-memory-bytes", type=int, default=4 << 30)
-    up.add_argument("--timeout", type=float, default=300.0)
-    up.add_argument("--image", action="append", default=[], metavar="NAME=SIZE",
-                    help="also create image NAME of SIZE bytes (repeatable)")
-    dn = sub.add_parser("down", help="stop the cluster in DIR and remove DIR")
-    dn.add_argument("--dir", required=True)
-    dn.add_argument("--keep", action="store_true", help="do not remove DIR")
-    a = ap.parse_args(argv)
+    a = cli_parser().parse_args(argv)
     if a.cmd == "up":
-        c = CephCluster(a.dir, objectstore=a.objectstore,
-                        osd_memory_bytes=a.osd_memory_bytes, die_with_parent=False,
-                        bluestore_block=a.bluestore_block, timeout=a.timeout)
         try:
+            c = CephCluster(a.dir, objectstore=a.objectstore,
+                            osd_memory_bytes=a.osd_memory_bytes, die_with_parent=False,
+                            bluestore_block=a.bluestore_block, timeout=a.timeout,
+                            mgr=a.mgr, public_addr=a.public_addr)
             c.start()
             for spec in a.image:
                 name, _, size = spec.partition("=")
@@ -578,15 +589,7 @@ def _main(argv: list[str] | None = None) -> int:
             print(f"ceph up failed: {e}", file=sys.stderr)
             return 1
         c.detach()
-        c._write_state()
-        print(f"conf={c.conf_path}")
-        print(f"keyring={c.admin_keyring}")
-        print(f"state={c.state_path}")
-        for name, pid in c.pids.items():
-            print(f"pid.{name}={pid}")
-        print(f"pidfile.mon.a={c._dir / 'run' / 'ceph-mon.a.pid'}")
-        print(f"pidfile.osd.{c.osd_id}={c._dir / 'run' / f'ceph-osd.{c.osd_id}.pid'}")
-        print(f"start_seconds={c.start_seconds:.1f}")
+        print(up_report(c._write_state()))
         return 0
     for line in down(a.dir, remove=not a.keep):
         print(line)

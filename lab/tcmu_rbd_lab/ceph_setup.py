@@ -2,10 +2,12 @@
 files in its directory, and tearing a detached cluster down from them.
 
 What belongs here: :class:`CephClusterError` (the one error of the cluster
-machinery), free loopback ports for the mon, bluestore's block device (the
-O_DIRECT probe, loop devices), the text of ceph.conf, the cluster.json state file
-and :func:`down`, which ``python -m tcmu_rbd_lab.ceph down`` runs on it.  No
-daemon is started here.
+machinery), the address it binds (:func:`check_public_addr`: one local IPv4
+address) and free ports there for the mon, bluestore's block device (the O_DIRECT
+probe, loop devices), the text of ceph.conf, the cluster.json state file, what
+``up`` prints from it, :func:`down`, which ``python -m tcmu_rbd_lab.ceph down``
+runs on it, and that command line's arguments (:func:`cli_parser`).  No daemon is
+started here.
 
 What does NOT: the cluster's life cycle, the ceph/rbd/rados commands and the
 keyrings they make (ceph.py), starting and stopping processes (process.py).
@@ -13,6 +15,8 @@ keyrings they make (ceph.py), starting and stopping processes (process.py).
 
 from __future__ import annotations
 
+import argparse
+import ipaddress
 import json
 import mmap
 import os
@@ -27,9 +31,10 @@ from typing import Iterable, Mapping
 
 from .process import cmdline, pid_alive
 
-__all__ = ["CephClusterError", "MON_ID", "STATE_FILE", "pick_port_pair",
-           "supports_o_direct", "attach_loop", "detach_loop", "ceph_conf_text",
-           "write_state", "down"]
+__all__ = ["CephClusterError", "MON_ID", "STATE_FILE", "check_public_addr",
+           "mon_addrs", "pick_port_pair",
+           "supports_o_direct", "attach_loop", "detach_loop", "bluestore_block",
+           "ceph_conf_text", "write_state", "up_report", "down", "cli_parser"]
 
 STATE_FILE = "cluster.json"
 MON_ID = "a"
@@ -45,21 +50,71 @@ class CephClusterError(RuntimeError):
 
 # ------------------------------------------------------------------ host resources
 
-def _port_free(port: int) -> bool:
+def _reaches_itself(addr: str) -> bool:
+    """Whether a TCP connection to ``addr`` arrives at a socket of this host listening
+    there: true only for a local unicast address (bind alone would also accept a
+    broadcast address, or anything with net.ipv4.ip_nonlocal_bind=1)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as srv:
+        try:
+            srv.bind((addr, 0))
+            srv.listen(1)
+        except OSError:
+            return False
+        srv.settimeout(2)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as c:
+            c.settimeout(2)
+            if c.connect_ex((addr, srv.getsockname()[1])) != 0:
+                return False
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return False
+            conn.close()
+            return True
+
+
+def check_public_addr(addr: str) -> str:
+    """``addr`` normalised if it is one IPv4 unicast address of this host (any of
+    127.0.0.0/8 on Linux); else CephClusterError saying why."""
+    try:
+        ip = ipaddress.IPv4Address(str(addr).strip())
+    except ValueError:
+        raise CephClusterError(f"public address {addr!r} is not an IPv4 address "
+                               f"(a.b.c.d; IPv6 is not supported)") from None
+    if ip.is_unspecified or ip.is_multicast or ip == ipaddress.IPv4Address(
+            "255.255.255.255"):
+        raise CephClusterError(
+            f"public address {ip} is not one host address: the monitor map needs the "
+            f"one address clients connect to (e.g. 127.0.0.1 or this host's address "
+            f"on the network the clients are on), not 0.0.0.0, multicast or broadcast")
+    if not _reaches_itself(str(ip)):
+        raise CephClusterError(
+            f"public address {ip} is not a local address of this host (`ip -4 addr` "
+            f"lists them; all of 127.0.0.0/8 is local): the daemons could not bind it")
+    return str(ip)
+
+
+def mon_addrs(addr: str, ports: tuple[int, int]) -> str:
+    """The mon's address vector (monmap, ``mon host``): ``[v2:IP:P2,v1:IP:P1]``."""
+    return f"[v2:{addr}:{ports[0]},v1:{addr}:{ports[1]}]"
+
+
+def _port_free(port: int, addr: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((addr, port))
         except OSError:
             return False
     # also refuse ports somebody is listening on / connected to
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) != 0
+        return s.connect_ex((addr, port)) != 0
 
 
-def pick_port_pair(exclude: Iterable[int] = ()) -> tuple[int, int]:
-    """Two free consecutive-ish TCP ports on 127.0.0.1 (v2, v1), randomised so two
+def pick_port_pair(exclude: Iterable[int] = (), addr: str = "127.0.0.1"
+                   ) -> tuple[int, int]:
+    """Two free consecutive-ish TCP ports on ``addr`` (v2, v1), randomised so two
     clusters started at the same time are unlikely to race for the same pair."""
     excl = set(exclude)
     rng = random.Random(os.getpid() ^ time.monotonic_ns())
@@ -67,9 +122,9 @@ def pick_port_pair(exclude: Iterable[int] = ()) -> tuple[int, int]:
         p = rng.randrange(20000, 32000, 2)
         if p in excl or p + 1 in excl:
             continue
-        if _port_free(p) and _port_free(p + 1):
+        if _port_free(p, addr) and _port_free(p + 1, addr):
             return p, p + 1
-    raise CephClusterError("no free TCP port pair on 127.0.0.1 in 20000-32000")
+    raise CephClusterError(f"no free TCP port pair on {addr} in 20000-32000")
 
 
 def supports_o_direct(directory: Path) -> bool:
@@ -120,20 +175,35 @@ def detach_loop(device: str) -> None:
     subprocess.run(["losetup", "-d", device], capture_output=True)
 
 
+def bluestore_block(osd_dir: Path, mode: str, size: int) -> tuple[str, str | None]:
+    """(mode, loop device or None) of bluestore's block device under ``osd_dir``:
+    "auto" is "file" (a sparse file bluestore creates) where O_DIRECT works, else
+    "loop" (a loop device over a sparse file of ``size`` bytes, attached here)."""
+    if mode == "auto":
+        mode = "file" if supports_o_direct(osd_dir) else "loop"
+    return mode, attach_loop(osd_dir / "block.img", size) if mode == "loop" else None
+
+
 # ----------------------------------------------------------------- directory files
 
 def ceph_conf_text(d: Path, *, fsid: str, mon_host: str, objectstore: str,
                    osd_memory_bytes: int, store_bytes: int, block_mode: str | None,
                    loop_device: str | None,
-                   overrides: Mapping[str, Mapping[str, object]]) -> str:
+                   overrides: Mapping[str, Mapping[str, object]],
+                   public_addr: str = "127.0.0.1") -> str:
     """ceph.conf of a cluster living in directory ``d``: one mon, one OSD, cephx,
-    size-1 pools, everything (data, logs, sockets, keyrings) under ``d``, and
-    ``overrides`` ({section: {option: value}}) merged last."""
+    size-1 pools, every daemon bound to ``public_addr`` only, everything (data, logs,
+    sockets, keyrings) under ``d``, and ``overrides`` ({section: {option: value}})
+    merged last."""
     g: dict[str, object] = {
         "fsid": fsid,
         "mon host": mon_host,
         "mon initial members": MON_ID,
-        "public network": "127.0.0.0/8",
+        "public addr": public_addr,
+        "public network": f"{public_addr}/32",
+        # the OSD would pick its cluster address from the interfaces' addresses in
+        # the public network, which 127.0.0.2 (lo has 127.0.0.1/8) is not one of
+        "cluster addr": public_addr,
         "ms bind ipv6": "false",
         "auth cluster required": "cephx",
         "auth service required": "cephx",
@@ -213,6 +283,17 @@ def write_state(d: Path, state: Mapping[str, object]) -> None:
     os.replace(tmp, d / STATE_FILE)
 
 
+def up_report(state: Mapping) -> str:
+    """What ``up`` prints, from the state it wrote: conf=, keyring=, state=, mon_host=,
+    pid.NAME=, pidfile.NAME= and start_seconds= lines."""
+    d, pids = Path(state["base_dir"]), state["pids"]
+    lines = [f"conf={state['conf']}", f"keyring={state['admin_keyring']}",
+             f"state={d / STATE_FILE}", f"mon_host={state['mon_host']}"]
+    lines += [f"pid.{n}={p}" for n, p in pids.items()]
+    lines += [f"pidfile.{n}={d / 'run' / f'ceph-{n}.pid'}" for n in pids]
+    return "\n".join(lines + [f"start_seconds={state['start_seconds']:.1f}"])
+
+
 def down(base_dir: str | os.PathLike, remove: bool = True) -> list[str]:
     """Tear down a cluster left running by ``up``: kill exactly the recorded pids (after
     checking each is still a ceph daemon using this directory's conf), detach the loop
@@ -242,3 +323,29 @@ def down(base_dir: str | os.PathLike, remove: bool = True) -> list[str]:
         shutil.rmtree(d, ignore_errors=True)
         done.append(f"removed {d}")
     return done
+
+
+def cli_parser() -> argparse.ArgumentParser:
+    """The arguments of ``python -m tcmu_rbd_lab.ceph up|down`` (ceph.py runs them)."""
+    ap = argparse.ArgumentParser(prog="python -m tcmu_rbd_lab.ceph",
+                                 description="throwaway single-node Ceph cluster")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="start a cluster in DIR and leave it running")
+    up.add_argument("--dir", required=True)
+    up.add_argument("--objectstore", choices=["memstore", "bluestore"],
+                    default="memstore")
+    up.add_argument("--bluestore-block", choices=["auto", "file", "loop"], default="auto")
+    up.add_argument("--osd-memory-bytes", type=int, default=4 << 30)
+    up.add_argument("--timeout", type=float, default=300.0)
+    up.add_argument("--public-addr", default="127.0.0.1", metavar="IP",
+                    help="the local IPv4 address mon, OSD and mgr bind and the monmap "
+                         "names (default 127.0.0.1; for clients on other hosts: this "
+                         "host's address on their network)")
+    up.add_argument("--mgr", action="store_true",
+                    help="also run a ceph-mgr (the service map: `ceph service status`)")
+    up.add_argument("--image", action="append", default=[], metavar="NAME=SIZE",
+                    help="also create image NAME of SIZE bytes (repeatable)")
+    dn = sub.add_parser("down", help="stop the cluster in DIR and remove DIR")
+    dn.add_argument("--dir", required=True)
+    dn.add_argument("--keep", action="store_true", help="do not remove DIR")
+    return ap
