@@ -23,6 +23,11 @@ struct rbd_dev {
     rados_ioctx_t ioctx;
     rbd_image_t image;
     uint64_t obj_size;
+    int cache;          /* librbd caches writes (rbd_cache on in the image's or pool's config) */
+    int wce;            /* the LUN reports WCE=1: only FUA and SYNCHRONIZE CACHE need a flush */
+    uint64_t size;      /* the image's size now (the header watch keeps it; atomic) */
+    uint64_t watch;
+    int watching;
 };
 
 enum { OP_PLAIN, OP_CAW };
@@ -31,6 +36,10 @@ struct op {
     struct rq *q;
     uint64_t tag;
     int kind;
+    rbd_image_t flush;  /* set: flush this image once the write completed, then report */
+    int flushing;       /* the flush above is running */
+    int64_t written;    /* the write's return value, reported after the flush */
+    uint64_t expect;    /* a read's length: fewer bytes is an error, never GOOD */
     uint64_t off;
     uint64_t len;
     uint64_t obj_size;
@@ -61,6 +70,24 @@ static void op_done(rbd_completion_t c, void *arg)
     uint64_t extra = 0;
 
     rbd_aio_release(c);
+    if (o->flush && ret >= 0) {
+        /* the write is in librbd's cache: on the OSDs only after a flush */
+        rbd_image_t image = o->flush;
+        o->flush = NULL;
+        o->flushing = 1;
+        o->written = ret;
+        if (rbd_aio_create_completion(o, op_done, &c) == 0) {
+            if (rbd_aio_flush(image, c) == 0)
+                return;
+            rbd_aio_release(c);
+        }
+        ret = -EIO;
+    } else if (o->flushing && ret >= 0) {
+        ret = o->written;
+    }
+    /* librbd clips a read at the image's end (it shrank under the LUN) */
+    if (o->expect && ret >= 0 && (uint64_t)ret != o->expect)
+        ret = -ERANGE;
     if (o->kind == OP_CAW && ret == -EILSEQ)
         extra = caw_mismatch(o);
     rq_push(o->q, o->tag, ret, extra);
@@ -81,6 +108,66 @@ static struct op *op_new(struct rq *q, uint64_t tag, rbd_completion_t *c)
     }
     return o;
 }
+
+/* A write that must be on the OSDs when it completes (FUA, or the LUN's
+ * write cache off) while librbd caches writes: flushed before it is reported. */
+static void op_stable(struct op *o, struct rbd_dev *d, int fua)
+{
+    if (d->cache && (fua || !d->wce))
+        o->flush = d->image;
+}
+
+/* Whether librbd caches this image's writes: rbd_cache as the image sees it
+ * (the client's rbd_cache=false loses to a pool's or image's rbd config). */
+static int image_caches(rbd_image_t image)
+{
+    rbd_config_option_t *opts = NULL;
+    int n = 0, rc, cache = 1;   /* unknown: assume the worst */
+    while ((rc = rbd_config_image_list(image, opts, &n)) == -ERANGE) {
+        free(opts);
+        if (!(opts = calloc(n, sizeof(*opts))))
+            return cache;
+    }
+    if (rc >= 0) {
+        for (int i = 0; i < n; i++)
+            if (strcmp(opts[i].name, "rbd_cache") == 0)
+                cache = strcmp(opts[i].value, "true") == 0;
+        rbd_config_image_list_cleanup(opts, n);
+    }
+    free(opts);
+    return cache;
+}
+
+int rbd_dev_volatile_cache(struct rbd_dev *d) { return d->cache; }
+
+/* librbd's header watch: a resize by anyone (rbd resize) lands here, on a
+ * librbd thread of its own (rbd-nbd reads the size there too). */
+static void on_header_update(void *arg)
+{
+    struct rbd_dev *d = arg;
+    uint64_t size;
+    if (rbd_get_size(d->image, &size) == 0)
+        __atomic_store_n(&d->size, size, __ATOMIC_RELEASE);
+}
+
+uint64_t rbd_dev_size(struct rbd_dev *d) { return __atomic_load_n(&d->size, __ATOMIC_ACQUIRE); }
+
+/* librbd silently drops the part of a write past the image's end (and
+ * returns success): the range must be inside the image as it is now. */
+static int past_end(struct rbd_dev *d, uint64_t off, uint64_t len)
+{
+    return off + len > rbd_dev_size(d);
+}
+
+static uint64_t iov_total(const struct iovec *iov, uint32_t cnt)
+{
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < cnt; i++)
+        n += iov[i].iov_len;
+    return n;
+}
+
+void rbd_dev_set_wce(struct rbd_dev *d, int wce) { d->wce = wce; }
 
 /* A submission that librbd refused never calls back: undo and report. */
 static int op_failed(struct op *o, rbd_completion_t c, int rc)
@@ -142,9 +229,13 @@ struct rbd_dev *rbd_dev_open(const char *conf, const char *client_id,
     }
     {
         rbd_image_info_t info;
-        if (rbd_stat(d->image, &info, sizeof(info)) == 0)
+        if (rbd_stat(d->image, &info, sizeof(info)) == 0) {
             d->obj_size = info.obj_size;
+            d->size = info.size;
+        }
     }
+    d->watching = rbd_update_watch(d->image, &d->watch, on_header_update, d) == 0;
+    d->cache = image_caches(d->image);
     return d;
 fail:
     rbd_dev_close(d);
@@ -155,6 +246,8 @@ void rbd_dev_close(struct rbd_dev *d)
 {
     if (!d)
         return;
+    if (d->watching)
+        rbd_update_unwatch(d->image, d->watch);
     if (d->image)
         rbd_close(d->image);
     if (d->ioctx)
@@ -171,6 +264,8 @@ int rbd_dev_stat(struct rbd_dev *d, uint64_t *size, uint64_t *obj_size, uint64_t
     if (rc < 0)
         return rc;
     *size = info.size;
+    /* the header watch may not have told us yet (a RECONFIG after rbd resize) */
+    __atomic_store_n(&d->size, info.size, __ATOMIC_RELEASE);
     *obj_size = info.obj_size;
     return rbd_get_features(d->image, features);
 }
@@ -179,10 +274,14 @@ int rbd_dev_readv(struct rbd_dev *d, struct rq *q, uint64_t tag,
                   const struct iovec *iov, uint32_t cnt, uint64_t off)
 {
     rbd_completion_t c;
-    struct op *o = op_new(q, tag, &c);
+    struct op *o;
     int rc;
-    if (!o)
+    uint64_t len = iov_total(iov, cnt);
+    if (past_end(d, off, len))
+        return -ERANGE;
+    if (!(o = op_new(q, tag, &c)))
         return -ENOMEM;
+    o->expect = len;
     rc = rbd_aio_readv(d->image, iov, (int)cnt, off, c);
     return rc < 0 ? op_failed(o, c, rc) : 0;
 }
@@ -191,12 +290,13 @@ int rbd_dev_writev(struct rbd_dev *d, struct rq *q, uint64_t tag,
                    const struct iovec *iov, uint32_t cnt, uint64_t off, int fua)
 {
     rbd_completion_t c;
-    struct op *o = op_new(q, tag, &c);
+    struct op *o;
     int rc;
-    if (!o)
+    if (past_end(d, off, iov_total(iov, cnt)))
+        return -ERANGE;
+    if (!(o = op_new(q, tag, &c)))
         return -ENOMEM;
-    /* rbd_cache is off, so a completed write is on the OSDs: FUA needs nothing more. */
-    (void)fua;
+    op_stable(o, d, fua);
     rc = rbd_aio_writev(d->image, iov, (int)cnt, off, c);
     return rc < 0 ? op_failed(o, c, rc) : 0;
 }
@@ -232,13 +332,16 @@ int rbd_dev_flush(struct rbd_dev *d, struct rq *q, uint64_t tag)
 int rbd_dev_write_zeroes(struct rbd_dev *d, struct rq *q, uint64_t tag, uint64_t off, uint64_t len)
 {
     rbd_completion_t c;
-    struct op *o = op_new(q, tag, &c);
+    struct op *o;
     int rc;
-    if (!o)
+    if (past_end(d, off, len))
+        return -ERANGE;
+    if (!(o = op_new(q, tag, &c)))
         return -ENOMEM;
     /* exact at any offset and length (partial discards: zeroed), and whole
      * objects are still deallocated; a plain discard drops pieces smaller
      * than rbd_discard_granularity_bytes */
+    op_stable(o, d, 0);
     rc = rbd_aio_write_zeroes(d->image, off, len, c, 0, 0);
     return rc < 0 ? op_failed(o, c, rc) : 0;
 }
@@ -247,15 +350,18 @@ int rbd_dev_writesame(struct rbd_dev *d, struct rq *q, uint64_t tag, uint64_t of
                       const struct iovec *iov, uint32_t cnt, uint32_t pattern_len)
 {
     rbd_completion_t c;
-    struct op *o = op_new(q, tag, &c);
+    struct op *o;
     int rc;
-    if (!o)
+    if (past_end(d, off, len))
+        return -ERANGE;
+    if (!(o = op_new(q, tag, &c)))
         return -ENOMEM;
     o->buf = malloc(pattern_len);
     if (!o->buf)
         return op_failed(o, c, -ENOMEM);
     if (iov_to_buf(iov, cnt, 0, o->buf, pattern_len) != pattern_len)
         return op_failed(o, c, -EINVAL);
+    op_stable(o, d, 0);
     rc = rbd_aio_writesame(d->image, off, len, o->buf, pattern_len, c, 0);
     return rc < 0 ? op_failed(o, c, rc) : 0;
 }
@@ -264,9 +370,11 @@ int rbd_dev_compare_and_write(struct rbd_dev *d, struct rq *q, uint64_t tag, uin
                               const struct iovec *iov, uint32_t cnt)
 {
     rbd_completion_t c;
-    struct op *o = op_new(q, tag, &c);
+    struct op *o;
     ssize_t rc;
-    if (!o)
+    if (past_end(d, off, len))
+        return -ERANGE;
+    if (!(o = op_new(q, tag, &c)))
         return -ENOMEM;
     o->kind = OP_CAW;
     o->off = off;
@@ -277,6 +385,7 @@ int rbd_dev_compare_and_write(struct rbd_dev *d, struct rq *q, uint64_t tag, uin
         return op_failed(o, c, -ENOMEM);
     if (iov_to_buf(iov, cnt, 0, o->buf, 2 * len) != 2 * len)
         return op_failed(o, c, -EINVAL);
+    op_stable(o, d, 0);
     rc = rbd_aio_compare_and_write(d->image, off, len, o->buf, (char *)o->buf + len,
                                    c, &o->mismatch, 0);
     return rc < 0 ? op_failed(o, c, (int)rc) : 0;

@@ -47,6 +47,17 @@ int rbd_dev_writesame(struct rbd_dev *d, struct rq *q, uint64_t tag, uint64_t of
 /* iovecs hold len bytes to compare followed by len bytes to write */
 int rbd_dev_compare_and_write(struct rbd_dev *d, struct rq *q, uint64_t tag, uint64_t off, uint64_t len,
                               const struct iovec *iov, uint32_t cnt);
+/* librbd's write cache: 1 when it caches this image's writes (a pool's or
+ * the image's rbd config turned rbd_cache on; the client turns it off).  Then
+ * a write completes only once flushed if it is FUA or the LUN's write cache
+ * is off (set_wce 0, the state after open). */
+int  rbd_dev_volatile_cache(struct rbd_dev *d);
+/* The image's size as the header watch last saw it (a resize or shrink by
+ * anyone).  I/O past it is refused with -ERANGE at submission: librbd would
+ * drop a write's tail and report success; a read clipped by librbd anyway
+ * completes -ERANGE, never short. */
+uint64_t rbd_dev_size(struct rbd_dev *d);
+void rbd_dev_set_wce(struct rbd_dev *d, int wce);
 /* The readv/writev above, for struct engine_backend (dev: a struct rbd_dev). */
 const struct engine_ops *rbd_dev_engine_ops(void);
 

@@ -24,8 +24,10 @@ Worker contract
 * supervisor -> worker: ``{"id": k, "op": "resize", "size": N}``,
   ``{"id": k, "op": "reconfig", "config": "<dev_config>"}``,
   ``{"id": k, "op": "writecache", "value": 0|1}``, ``{"id": k, "op": "stop"}``
-  (stop taking commands, finish what is in flight, exit 0); every request is
-  answered ``{"id": k, "ok": true}`` or ``{"id": k, "ok": false, "error":
+  (stop taking commands, finish what is in flight, release the device: the
+  image closed, the ring unmapped; answered then, before the exit 0, which a
+  thread inside the device's configfs can delay until the kernel has the
+  supervisor's answer); every request is answered ``{"id": k, "ok": true}`` or ``{"id": k, "ok": false, "error":
   "...", ["errno": N]}`` (errno defaults to EIO);
 * EOF on the socket (or SIGTERM from PR_SET_PDEATHSIG) means the supervisor is
   gone: block the device (action/block_dev=1), then stop as for "stop";

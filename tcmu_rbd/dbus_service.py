@@ -23,6 +23,13 @@ in a small thread pool and answers asynchronously so a slow validator (one
 that talks to the cluster) never stalls netlink handling; it is bounded by
 ``check_timeout`` (below the 25 s default timeout of D-Bus clients).
 
+Callers: the bus policy lets any local user call CheckConfig (targetcli run
+by anyone lists and checks), so the validator is told the caller's uid (the
+bus daemon's word, not the caller's) and decides what such a caller may make
+the root daemon do; calls waiting for the pool are bounded, more tightly for
+callers that are not root (who have a pool of their own), so a flood is
+refused instead of queued and never delays root's checks.
+
 Not here: what makes a config valid (the injected validator: the daemon passes
 ``tcmu_rbd.validate.check_config``), netlink and devices (the daemon).
 """
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import time
 from typing import Callable
 from xml.sax.saxutils import escape
 
@@ -69,7 +77,10 @@ Options:
   keyring=PATH       keyring of that user (default from ceph.conf)
 Example: rbd/disk0;osd_op_timeout=30;id=iscsi"""
 
-Validator = Callable[[str], "tuple[bool, str]"]
+Validator = Callable[..., "tuple[bool, str]"]   # (config, *, caller_uid)
+#: checks waiting for (or in) the pool, beyond which CheckConfig is refused at once
+MAX_WAITING_ROOT = 64
+MAX_WAITING_OTHERS = 8
 
 _PEER_XML = f"""  <interface name="{PEER_IFACE}">
     <method name="Ping"/>
@@ -196,10 +207,11 @@ class HandlerObject(_Base):
         super().__init__(conn, f"{ROOT_PATH}/{SUBTYPE}")
 
     @dbus.service.method(
-        HANDLER_IFACE, in_signature="s", out_signature="bs", async_callbacks=("reply", "error")
+        HANDLER_IFACE, in_signature="s", out_signature="bs", sender_keyword="sender",
+        async_callbacks=("reply", "error")
     )
-    def CheckConfig(self, config, reply, error):
-        self.service.check_async(str(config), reply)
+    def CheckConfig(self, config, sender, reply, error):
+        self.service.check_async(str(config), reply, self.service.caller_uid(sender))
 
 
 class ManagerObject(_Base):
@@ -284,8 +296,9 @@ class DBusUnavailable(RuntimeError):
 class DBusService:
     """Owns org.kernel.TCMUService1 on the system bus (GLib main loop).
 
-    ``validator(config) -> (ok, message)`` receives the whole string targetcli
-    sends, subtype prefix included (``rbd/pool/image;...``).
+    ``validator(config, caller_uid=uid) -> (ok, message)`` receives the whole
+    string targetcli sends, subtype prefix included (``rbd/pool/image;...``),
+    and the caller's uid (-1 when the bus cannot tell).
     """
 
     def __init__(
@@ -305,7 +318,13 @@ class DBusService:
         self.bus = None
         self.handler: HandlerObject | None = None
         self._objects: list = []
-        self._pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="checkconfig")
+        # root caller? -> its own pool, so others' calls never delay targetcli's
+        self._pools = {True: concurrent.futures.ThreadPoolExecutor(
+                           2, thread_name_prefix="checkconfig"),
+                       False: concurrent.futures.ThreadPoolExecutor(
+                           1, thread_name_prefix="checkconfig-user")}
+        self._waiting = {True: 0, False: 0}    # root caller? -> checks its pool has
+        self._refused, self._refused_logged = 0, -1e9
         self._reconnect_id = None
         self._closed = False
         dbus.mainloop.glib.DBusGMainLoop(set_as_default=True)
@@ -405,14 +424,23 @@ class DBusService:
                 pass
             self.bus.close()
             self.bus = None
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in self._pools.values():
+            pool.shutdown(wait=False, cancel_futures=True)
 
     # -- CheckConfig --------------------------------------------------------
 
-    def check(self, config: str) -> tuple[bool, str]:
+    def caller_uid(self, sender) -> int:
+        """The uid of a bus name's process, as the bus daemon knows it; -1
+        (nobody's) when it cannot tell."""
+        try:
+            return int(self.bus.get_unix_user(sender))
+        except Exception:
+            return -1
+
+    def check(self, config: str, caller_uid: int = -1) -> tuple[bool, str]:
         """Run the validator synchronously and normalise its answer."""
         try:
-            ok, msg = self.validator(config)
+            ok, msg = self.validator(config, caller_uid=caller_uid)
         except Exception as e:  # a validator bug must not kill the daemon
             log.exception("CheckConfig validator raised on %r", _short(config))
             return False, f"internal error while checking the config: {e}"
@@ -420,7 +448,13 @@ class DBusService:
         msg = "success" if ok and not msg else str(msg or "invalid config")
         return ok, msg
 
-    def check_async(self, config: str, reply) -> None:
+    def check_async(self, config: str, reply, caller_uid: int = -1) -> None:
+        root = caller_uid == 0
+        if self._waiting[root] >= (MAX_WAITING_ROOT if root else MAX_WAITING_OTHERS):
+            self._note_refusal(root)
+            reply(False, "too many CheckConfig calls in progress: try again")
+            return
+        self._waiting[root] += 1
         done = [False]
 
         def answer(ok, msg):
@@ -428,7 +462,7 @@ class DBusService:
                 return False
             done[0] = True
             if not ok:
-                log.info("CheckConfig refused: %s", msg)
+                log.log(logging.INFO if root else logging.DEBUG, "CheckConfig refused: %s", msg)
             try:
                 reply(ok, msg)
             except Exception:
@@ -448,16 +482,28 @@ class DBusService:
                 ok, msg = False, f"internal error: {e}"
 
             def deliver():
+                self._waiting[root] -= 1      # counted until the pool is done with it
                 GLib.source_remove(tid) if not done[0] else None
                 return answer(ok, msg)
 
             GLib.idle_add(deliver)
 
         try:
-            self._pool.submit(self.check, config).add_done_callback(finished)
+            self._pools[root].submit(self.check, config, caller_uid).add_done_callback(finished)
         except RuntimeError:  # pool shut down
+            self._waiting[root] -= 1
             GLib.source_remove(tid)
             answer(False, "tcmu-rbd is shutting down")
+
+
+    def _note_refusal(self, root: bool) -> None:
+        """One warning per 10 s of a flood, with the count, not one per call."""
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refused_logged >= 10:
+            log.warning("CheckConfig: %d call(s) refused, too many waiting (%s callers)",
+                        self._refused, "root" if root else "non-root")
+            self._refused, self._refused_logged = 0, now
 
 
 def _short(s: str, n: int = 120) -> str:

@@ -34,7 +34,15 @@ Guarantees, and how:
 Threads: the loop thread calls only :meth:`Failover.may_write`,
 :meth:`Failover.io_error` and :meth:`Failover.swap`, which read and set plain
 attributes: never a cluster call, never a lock held.  Everything that talks to
-the cluster or configfs runs on the failover thread.
+the cluster or configfs runs on the failover thread, holding the gate (below)
+except while it is inside configfs.
+
+Stopping while the kernel removes the device: a lookup under the device's
+configfs directory then sleeps, uninterruptibly, until the removal is
+answered, and the supervisor answers once this worker has released the
+device.  So :meth:`Failover.stop` waits for the thread only while it is in a
+cluster call (the backend is closed next), never while it is in configfs;
+a thread that comes back from configfs after the stop ends there.
 """
 
 from __future__ import annotations
@@ -54,8 +62,39 @@ OWNER_KEY = "tcmu-rbd.owner"
 DEFAULT_GRACE = 10.0
 REFRESH = 3.0
 EAGER_POLL = 0.5   # s: until the device is reachable
+STOP_WAIT = 10.0   # s: the longest stop() waits for a cluster call to return
 ACQUIRE, BREAK, WAIT, MINE = "acquire", "break", "wait", "mine"
 _LOST = (-errno.ESHUTDOWN, -errno.EROFS)
+
+
+class _Stopped(BaseException):
+    """The failover thread came back from configfs after stop(): it ends."""
+
+
+class _Configfs:
+    """The device (lio.TcmuDevice) as the failover thread uses it: every call
+    is a configfs read or write, made without the gate (module docstring)."""
+
+    def __init__(self, dev, failover: "Failover"):
+        self._dev = dev
+        self._f = failover
+
+    def __getattr__(self, name):
+        v = getattr(self._dev, name)
+        if not callable(v):
+            return v
+        f = self._f
+
+        def outside_the_gate(*args, **kwargs):
+            held = f._gate_holder == threading.get_ident()
+            if held:
+                f._leave_gate()
+            try:
+                return v(*args, **kwargs)
+            finally:
+                if held:
+                    f._enter_gate()
+        return outside_the_gate
 
 
 @dataclass(frozen=True)
@@ -111,7 +150,7 @@ class Failover:
 
     def __init__(self, dev, backend, reopen, host: str, grace: float = DEFAULT_GRACE,
                  refresh: float = REFRESH):
-        self.dev = dev                  # lio.TcmuDevice
+        self.dev = _Configfs(dev, self)  # lio.TcmuDevice, used outside the gate
         self.backend = backend          # the failover thread's current backend
         self._reopen_backend = reopen   # () -> a new backend (new cluster client)
         self.host = host
@@ -133,6 +172,11 @@ class Failover:
         self._pending = None            # a new backend, for the loop thread to install
         self._swapped = threading.Event()
         self._stopping = False
+        # held by the failover thread except in configfs and while idle; stop()
+        # takes it before the backend may be closed
+        self._gate = threading.Lock()
+        self._gate_holder: int | None = None
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="failover", daemon=True)
 
     def start(self) -> None:
@@ -145,7 +189,11 @@ class Failover:
         self._addr = self._client_addr(self.backend)
         self._registered = False
         self._eager_pending = True
-        self._eager()
+        self._enter_gate()
+        try:
+            self._eager()
+        finally:
+            self._leave_gate()
         self._thread.start()
 
     def _eager(self) -> None:
@@ -168,10 +216,28 @@ class Failover:
                         self.dev.label, e)
 
     def stop(self) -> None:
+        """After this the thread makes no cluster call: the backend may be closed."""
         self._stopping = True
         self._want.set()
         self._swapped.set()
-        self._thread.join(timeout=10)
+        if self._gate.acquire(timeout=STOP_WAIT):
+            self._closed = True
+            self._gate.release()
+        else:
+            log.warning("%s: the failover thread is still in a cluster call after %.0f s",
+                        self.dev.label, STOP_WAIT)
+
+    def _enter_gate(self) -> None:
+        self._gate.acquire()
+        self._gate_holder = threading.get_ident()
+        if self._closed:
+            self._leave_gate()
+            raise _Stopped
+
+    def _leave_gate(self) -> None:
+        if self._gate_holder == threading.get_ident():
+            self._gate_holder = None
+            self._gate.release()
 
     # ------------------------------------------------------------ loop thread
     def may_write(self) -> bool:
@@ -218,30 +284,41 @@ class Failover:
 
     # ------------------------------------------------------------ failover thread
     def _run(self) -> None:
-        while not self._stopping:
-            self._want.wait(EAGER_POLL if self._eager_pending else self.refresh_every)
-            self._want.clear()
-            if self._stopping:
-                break
-            try:
-                self._eager()
-                if self._reopen_why is not None:
-                    self._reopen()
-                if self._takeover_wanted:
-                    self._takeover_wanted = False
-                    self._takeover()
-                self._refresh()
-            except OSError as e:
-                if -e.errno in _LOST and self._reopen_why is None:
-                    self.owner = False
-                    self._reopen_why = "this client was blocklisted"
-                    self._want.set()
-                else:
-                    log.warning("%s: lock: %s", self.dev.label, e)
-                    time.sleep(1)
-            except Exception:
-                log.exception("%s: failover thread", self.dev.label)
+        try:
+            while not self._stopping:
+                self._want.wait(EAGER_POLL if self._eager_pending else self.refresh_every)
+                self._want.clear()
+                self._enter_gate()
+                try:
+                    if self._stopping:
+                        break
+                    self._step()
+                finally:
+                    self._leave_gate()
+        except _Stopped:
+            pass
+
+    def _step(self) -> None:
+        """One round of the failover thread, holding the gate."""
+        try:
+            self._eager()
+            if self._reopen_why is not None:
+                self._reopen()
+            if self._takeover_wanted:
+                self._takeover_wanted = False
+                self._takeover()
+            self._refresh()
+        except OSError as e:
+            if -e.errno in _LOST and self._reopen_why is None:
+                self.owner = False
+                self._reopen_why = "this client was blocklisted"
+                self._want.set()
+            else:
+                log.warning("%s: lock: %s", self.dev.label, e)
                 time.sleep(1)
+        except Exception:
+            log.exception("%s: failover thread", self.dev.label)
+            time.sleep(1)
 
     def _topology(self):
         """The device's ALUA groups now (the LUN and its groups are created after

@@ -89,6 +89,7 @@ class Handler:
         self._scratch = ffi.new("uint8_t[]", SCRATCH)
         self.stopping = False
         self.stats = {"errors": 0, "aborts": 0, "stale": 0}
+        self._shrink_reported = False
         # failover.Failover when the image has an exclusive lock to follow:
         # the gate before medium changes (None: every write may go)
         self.failover = None
@@ -99,6 +100,7 @@ class Handler:
         config once the old one is drained)."""
         self.backend = backend
         backend.on_complete = self._on_complete
+        backend.set_write_cache(self.lun.write_cache)
         # A backend the C engine serves (rbd) gets its plain ops tagged with
         # FAST_TAG, so their successes go straight onto the ring in C; the
         # engine also starts plain READ/WRITE itself as it takes the ring.
@@ -203,6 +205,11 @@ class Handler:
         finally:
             p.close()
 
+    def set_write_cache(self, on: bool) -> None:
+        """WCE as MODE SENSE reports it, and as the backend keeps its writes."""
+        self.lun.write_cache = on
+        self.backend.set_write_cache(on)
+
     def replace_backend(self, backend):
         """Serve from a new backend once every command of the old one has
         completed; returns the old one (for the caller to close)."""
@@ -244,7 +251,7 @@ class Handler:
         self._kind[cid] = kind
         if self._aborted:
             self._aborted.discard(cid)
-        if kind in _NEEDS_LOCK and self.failover is not None and not self.failover.may_write():
+        if self.failover is not None and kind in _NEEDS_LOCK and not self.failover.may_write():
             self.ring.complete(cid, scsi.BUSY)    # the initiator retries; a takeover runs
             return
         if kind == READ:
@@ -319,6 +326,11 @@ class Handler:
         status, sense = scsi.io_result(kind, ret, extra)
         if status != GOOD:
             self.stats["errors"] += 1
+        if ret == -errno.ERANGE and not self._shrink_reported:
+            self._shrink_reported = True
+            log.error("%s: the image is now %d bytes, smaller than the LUN (%d): commands "
+                      "past its end fail (LBA OUT OF RANGE); grow it back with rbd resize",
+                      self.name, self.backend.size_now(), self.lun.num_blocks * self.lun.block_size)
         self.ring.complete(cid, status, sense or ffi.NULL)
 
     # ------------------------------------------------------------ rare ops

@@ -258,7 +258,14 @@ class Supervisor:
             return
         dev.state = STOPPING
         self._set_pending(dev, ev, self.settings.worker_stop_timeout + KILL_GRACE + 5)
-        w.stop(self.settings.worker_stop_timeout)
+
+        def released():
+            # answered now, not at the worker's exit: while the kernel waits for
+            # this answer a thread of the worker that reads the device's configfs
+            # cannot return, so the exit could not come first
+            if dev.pending is not None and dev.pending.event is ev:
+                self._reply(ev, 0, dev)
+        w.stop(self.settings.worker_stop_timeout, released)
 
     def _on_reconfig(self, uio: str, ev: nl.TcmuEvent) -> None:
         dev = self.devices.get(uio)

@@ -20,14 +20,17 @@ parsing and the D-Bus service load without them.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import os
+import stat
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .config import ConfigError, RbdConfig, effective_osd_op_timeout, parse_config
 
-__all__ = ["ImageInfo", "validate", "check_config"]
+__all__ = ["ImageInfo", "validate", "check_config", "trusted_files"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,49 @@ def _keyring_entities(path: str) -> list[str] | None:
                     if ln.strip().startswith("[") and ln.strip().endswith("]")]
     except OSError:
         return None
+
+
+def trusted_files(cfg: RbdConfig, trusted_uids: tuple[int, ...] | None = None) -> RbdConfig:
+    """The config with its conf= and keyring= files resolved, once each is a
+    regular file that only root (or this daemon's user) owns and may write,
+    in directories only they may change: librados acts on what a conf says
+    (admin_socket, log_file, ...) with the daemon's privileges.  The resolved
+    paths are what gets opened, so a symlink cannot be swapped after the check.
+    Raises ConfigError; the message names the file, never its contents."""
+    uids = trusted_uids if trusted_uids is not None else tuple({0, os.geteuid()})
+    paths = {}
+    for what, path in (("conf", cfg.conf), ("keyring", cfg.keyring)):
+        if not path:
+            continue
+        real = os.path.realpath(path)
+        try:
+            st = os.stat(real)
+        except OSError as e:
+            raise ConfigError(f"{what} file {path}: {e.strerror}", f"{what}-unreadable") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{what} file {path} is not a regular file", f"{what}-untrusted")
+        for node, nst in [(real, st)] + _parents(real):
+            writable_by_others = nst.st_mode & 0o022 and not (
+                stat.S_ISDIR(nst.st_mode) and nst.st_mode & stat.S_ISVTX)
+            if nst.st_uid not in uids or writable_by_others:
+                raise ConfigError(
+                    f"{what} file {path} is not trusted: {node} is owned by uid "
+                    f"{nst.st_uid} with mode {stat.S_IMODE(nst.st_mode):04o}; it must be "
+                    f"owned by root and writable by no one else (librados acts on the "
+                    f"file with the daemon's privileges)", f"{what}-untrusted")
+        paths[what] = real
+    return dataclasses.replace(cfg, **paths) if paths else cfg
+
+
+def _parents(path: str) -> list[tuple[str, os.stat_result]]:
+    out = []
+    d = os.path.dirname(path)
+    while True:
+        out.append((d, os.stat(d)))
+        up = os.path.dirname(d)
+        if up == d:
+            return out
+        d = up
 
 
 def _errno(e: BaseException) -> int | None:
@@ -269,6 +315,7 @@ def validate(cfg: RbdConfig, size: int | None = None,
     abandoned (with a ConfigError) if it overruns."""
     if size is not None and size <= 0:
         raise ConfigError(f"LUN size {size} must be positive", "size-invalid")
+    cfg = trusted_files(cfg)
     result: dict[str, Any] = {}
 
     def work() -> None:
@@ -295,12 +342,22 @@ def validate(cfg: RbdConfig, size: int | None = None,
 
 def check_config(s: str, *, defaults: Mapping[str, Any] | None = None,
                  size: int | None = None, timeout: float = 15.0,
-                 connect: bool = True) -> tuple[bool, str]:
+                 connect: bool = True, caller_uid: int | None = None) -> tuple[bool, str]:
     """D-Bus CheckConfig semantics: (True, "OK") or (True, "OK; warning: ...") on
     success, (False, <what is wrong and how to fix it>) on failure. Never raises for
-    a bad config. ``connect=False`` only checks the syntax."""
+    a bad config. ``connect=False`` only checks the syntax.
+
+    ``caller_uid``: who asked (D-Bus), None for this process.  Only root and this
+    daemon's own user get the cluster check: for anyone else it would open their
+    conf and keyring with our privileges and its messages would tell them what
+    they cannot read.  Their configs are checked for syntax, as tcmu-runner's
+    rbd handler does for everyone; the cluster check follows when root enables
+    the device."""
+    privileged = caller_uid is None or caller_uid in (0, os.geteuid())
+    connect = connect and privileged
     try:
-        cfg = parse_config(s, defaults=defaults)
+        # for others not even whether the files exist: they may not see our paths
+        cfg = parse_config(s, defaults=defaults, check_files=privileged)
         if not connect:
             return True, "OK"
         info = validate(cfg, size=size, timeout=timeout)

@@ -94,10 +94,11 @@ def open_backend(dev_config: str, default_osd_op_timeout: float = 30):
     operator's message."""
     from tcmu_rbd.backends.rbd import open_from_config
     from tcmu_rbd.config import parse_config
+    from tcmu_rbd.validate import trusted_files
 
     # the daemon's configured default applies where the string names none
     cfg = parse_config(dev_config, defaults={"osd_op_timeout": int(default_osd_op_timeout)})
-    return cfg, open_from_config(cfg, default_osd_op_timeout)
+    return cfg, open_from_config(trusted_files(cfg), default_osd_op_timeout)
 
 
 def _send(ctl: socket.socket | None, msg: control.Message) -> None:
@@ -119,6 +120,7 @@ class Worker:
         self._decoder = control.LineDecoder()
         self.handler: Handler | None = None
         self.supervisor_pid: int | None = None
+        self._stop_ids: list[int] = []   # "stop" requests, answered once the device is released
 
     def send(self, msg: control.Message) -> None:
         _send(self.ctl, msg)
@@ -154,6 +156,13 @@ class Worker:
             raise
         log.info("%s: serving %s, %d blocks of %d bytes%s", dev.label, cfg.display(),
                  lun.num_blocks, block, " (read-only snapshot)" if backend.read_only else "")
+        if getattr(backend, "volatile_cache", False):
+            log.warning("%s: rbd_cache is on in the rbd config of the image or its pool, so "
+                        "librbd caches writes: %s (`rbd config image rm %s rbd_cache`, or "
+                        "pool rm, turns it off)", dev.label,
+                        "they wait there for SYNCHRONIZE CACHE or FUA (the LUN reports WCE=1)"
+                        if lun.write_cache else "each is flushed before it completes (the "
+                        "LUN reports WCE=0)", backend.name.split(":", 1)[-1])
 
     def _refresh_identity(self, lun) -> None:
         """Before INQUIRY and REPORT TARGET PORT GROUPS: the serial (written
@@ -205,7 +214,9 @@ class Worker:
             return
         for msg in self._decoder.feed(data):
             if isinstance(msg, control.Request):
-                self.send(self.request(msg))
+                answer = self.request(msg)
+                if answer is not None:
+                    self.send(answer)
             elif isinstance(msg, control.Invalid) and msg.id is not None:
                 self.send(control.Answer.failure(msg.id, msg.reason))
             elif isinstance(msg, control.Invalid):
@@ -234,7 +245,9 @@ class Worker:
         else:
             self.handler.stopping = True
 
-    def request(self, req: control.Request) -> control.Answer:
+    def request(self, req: control.Request) -> control.Answer | None:
+        """The answer now, or None for "stop" (answered by serve() once the
+        device is released)."""
         h = self.handler
         try:
             if isinstance(req, control.Resize):
@@ -247,9 +260,11 @@ class Worker:
             elif isinstance(req, control.Reconfig):
                 self.reconfig(req.config)
             elif isinstance(req, control.WriteCache):
-                h.lun.write_cache = req.value
+                h.set_write_cache(req.value)
             else:  # Stop
+                self._stop_ids.append(req.id)
                 h.stopping = True
+                return None
         except Exception as e:  # every request gets an answer
             return control.Answer.failure(req.id, str(e))
         return control.Answer(req.id)
@@ -274,10 +289,20 @@ class Worker:
         if self.ctl is not None:
             self.ctl.setblocking(False)
         h.serve(h.ring.fd, self.ctl.fileno() if self.ctl is not None else None, self.on_control)
+        self.release()
+
+    def release(self) -> None:
+        """Give the device back: the failover thread's last cluster call, the
+        image (its exclusive lock released), the ring; then answer "stop"."""
+        h = self.handler
         if self.failover is not None:
             self.failover.stop()
         h.close()
         h.ring.close()
+        # the supervisor answers the kernel's REMOVED_DEVICE on this, not on our
+        # exit: a thread still in configfs cannot leave it before that answer
+        for rid in self._stop_ids:
+            self.send(control.Answer(rid))
 
 
 def main(argv=None) -> int:

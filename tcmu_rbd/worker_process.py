@@ -146,15 +146,21 @@ class WorkerProcess:
             timer.cancel()
             cb(False, f"{op}: cannot reach the worker ({e.strerror})", errno.EIO)
 
-    def stop(self, timeout: float) -> None:
-        """Ask for a graceful stop; SIGKILL after ``timeout``."""
+    def stop(self, timeout: float, on_released: Callable[[], None] | None = None) -> None:
+        """Ask for a graceful stop; SIGKILL after ``timeout``.  ``on_released()``
+        when the worker answers that it gave the device back (before it exits)."""
         if self.exited:
             return
         if not self.ready:
             self.kill()
             return
-        self.request(control.Stop(), timeout, lambda ok, err, code: None if ok else
-                     self.log.warning("stop: %s", err))
+
+        def answered(ok, err, code):
+            if not ok:
+                self.log.warning("stop: %s", err)
+            elif on_released is not None:
+                on_released()
+        self.request(control.Stop(), timeout, answered)
         self.kill_after(timeout)
 
     def kill_after(self, timeout: float) -> None:

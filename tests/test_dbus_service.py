@@ -54,7 +54,9 @@ SERVICE = textwrap.dedent(
     from gi.repository import GLib
     from tcmu_rbd import dbus_service
 
-    def validator(cfg):
+    def validator(cfg, caller_uid):
+        if "whoami" in cfg:
+            return True, "uid %d" % caller_uid
         if "boom" in cfg:
             raise RuntimeError("validator bug")
         if "slow" in cfg:
@@ -264,10 +266,49 @@ def test_policy_unprivileged_may_call(bus_env, service):
                     "string:rbd/p/good"], env)
     assert r.returncode == 0, r.stderr
     assert "boolean true" in r.stdout
+    # the validator learns who asked, from the bus daemon
+    r = _as_nobody(["dbus-send", "--system", "--print-reply", f"--dest={NAME}",
+                    "/org/kernel/TCMUService1/rbd", "org.kernel.TCMUService1.CheckConfig",
+                    "string:rbd/p/whoami"], env)
+    assert r.returncode == 0 and '"uid 65534"' in r.stdout, r.stdout + r.stderr
+    bus = dbus.bus.BusConnection(addr)
+    try:
+        assert check(bus, "rbd/p/whoami") == (True, "uid 0")
+    finally:
+        bus.close()
     r = _as_nobody(["dbus-send", "--system", "--print-reply", f"--dest={NAME}",
                     "/org/kernel/TCMUService1", "org.freedesktop.DBus.ObjectManager.GetManagedObjects"],
                    env)
     assert r.returncode == 0 and "/org/kernel/TCMUService1/rbd" in r.stdout
+
+
+# as nobody: N CheckConfig calls at once, every answer printed as JSON
+FLOOD = (ROOT / "lab" / "tcmu_rbd_lab" / "checkconfig_flood.py").read_text()
+
+
+def test_unprivileged_flood_is_refused_and_never_delays_root(bus_env, service):
+    env, addr, _ = bus_env
+    _as_nobody(["true"], env)                      # skips without root and setpriv
+    n = 100                                        # the bus allows 128 pending per caller
+    flood = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                              "/usr/bin/python3", "-c", FLOOD, addr, "rbd/p/slow", str(n)],
+                             env=env, cwd="/", stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)                            # the flood is in
+        bus = dbus.bus.BusConnection(addr)
+        try:
+            t = time.monotonic()
+            assert check(bus, "rbd/p/good") == (True, "success")   # root: not queued behind
+            assert time.monotonic() - t < 0.5
+        finally:
+            bus.close()
+        got = json.loads(flood.communicate(timeout=60)[0])
+    finally:
+        flood.kill()
+    assert len(got) == n                           # every call answered
+    refused = [m for ok, m in got if m == "too many CheckConfig calls in progress: try again"]
+    timed_out = [m for ok, m in got if "did not finish" in m]
+    assert len(refused) >= n - 8 and len(refused) + len(timed_out) == n
 
 
 def test_policy_unprivileged_may_not_own(bus_env):
@@ -328,3 +369,69 @@ def test_restart_of_bus_reconnects(tmp_path):
         svc.wait(5)
         proc.terminate()
         proc.wait(5)
+
+
+def _check_as_nobody(env, addr, *configs) -> list[str]:
+    r = _as_nobody(["/usr/bin/python3", "-c",
+                    "import dbus, sys\n"
+                    "o = dbus.bus.BusConnection(sys.argv[1]).get_object("
+                    "'org.kernel.TCMUService1', '/org/kernel/TCMUService1/rbd', "
+                    "introspect=False)\n"
+                    "for c in sys.argv[2:]:\n"
+                    "    print(*o.CheckConfig(c, dbus_interface='org.kernel.TCMUService1', "
+                    "timeout=30))\n", addr, *configs], env)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.splitlines()
+
+
+def test_unprivileged_caller_cannot_make_the_real_validator_touch_files_or_leak():
+    """tcmu_rbd.validate.check_config behind the bus, called by nobody with a conf that
+    would make librados (as root) append to, create or unlink files, and a keyring only
+    root may read: nothing is touched and nothing of either file comes back."""
+    if not shutil.which("dbus-daemon"):
+        pytest.skip("dbus-daemon not installed")
+    tmp = Path(tempfile.mkdtemp(prefix="tcmu-rbd-hostile-"))
+    os.chmod(tmp, 0o755)
+    proc, addr = start_bus(tmp)
+    env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=addr)
+    code = SERVICE.replace("dbus_service.DBusService(validator,",
+                           "dbus_service.DBusService(__import__('tcmu_rbd.validate').validate."
+                           "check_config,")
+    svc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT,
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        assert svc.stdout.readline().strip() == "READY"
+        victim_log, victim_sock = tmp / "victim.log", tmp / "victim.asok"
+        victim_log.write_text("precious\n")
+        victim_sock.write_text("precious too\n")
+        secret = tmp / "root-only.keyring"
+        secret.write_text("[client.topsecret]\n\tkey = AQBxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx==\n")
+        secret.chmod(0o600)
+        evil = tmp / "evil.conf"
+        evil.write_text(f"[global]\nmon host = 127.0.0.1:1\nlog file = {victim_log}\n"
+                        f"admin socket = {victim_sock}\n[client.leakme]\n")
+        os.chown(evil, 65534, 65534)
+        cfg = f"rbd/rbd/img;conf={evil};keyring={secret};id=topsecret"
+        # syntax only for nobody: tcmu-runner's answer; the cluster check is root's;
+        # nor does nobody learn whether a path exists (in /root, say)
+        assert _check_as_nobody(env, addr, cfg, f"rbd/rbd/img;conf={secret}",
+                                f"rbd/rbd/img;conf={tmp}/nothing") == ["1 OK"] * 3
+        # root naming nobody's conf: refused before librados reads it
+        b = dbus.bus.BusConnection(addr)
+        try:
+            ok, msg = check(b, cfg)
+        finally:
+            b.close()
+        assert not ok and "not trusted" in msg and str(evil) in msg, msg
+        assert not any(w in msg for w in ("precious", "client.topsecret", "leakme", "AQB"))
+        assert victim_log.read_text() == "precious\n"
+        assert victim_sock.read_text() == "precious too\n"
+        assert sorted(p.name for p in tmp.iterdir()) == sorted(
+            ["bus.conf", "system_bus_socket", "victim.log", "victim.asok", "root-only.keyring",
+             "evil.conf"])
+    finally:
+        svc.terminate()
+        svc.wait(5)
+        proc.terminate()
+        proc.wait(5)
+        shutil.rmtree(tmp, ignore_errors=True)

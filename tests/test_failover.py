@@ -8,6 +8,7 @@ test's; here the device is a stand-in that records ALUA writes.
 """
 
 import errno
+import threading
 import time
 
 import pytest
@@ -271,3 +272,64 @@ def test_connection_lost_without_peers_keeps_the_tpg(two_gateways):
     time.sleep(1)
     assert not gw1.swap_ready and gw1.dev.tpg_switches == ()
     assert gw1.counters.cmd_timed_out == 1
+
+
+class RemovedDev(FakeDev):
+    """configfs while the kernel removes the device: a lookup sleeps until the
+    removal is answered, then finds nothing."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.removing = False
+        self.inside = threading.Event()
+        self.answered = threading.Event()
+
+    def alua_groups(self):
+        if self.removing:
+            self.inside.set()
+            self.answered.wait(30)
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory")
+        return super().alua_groups()
+
+
+class CallLog:
+    """The real backend, with the names of the calls made through it."""
+
+    def __init__(self, backend):
+        self._b = backend
+        self.calls = []
+
+    def __getattr__(self, name):
+        v = getattr(self._b, name)
+        if not callable(v):
+            return v
+
+        def call(*a, **kw):
+            self.calls.append(name)
+            return v(*a, **kw)
+        return call
+
+
+def test_stop_does_not_wait_for_a_thread_inside_configfs_and_no_cluster_call_follows(
+        ceph, rbd_image):
+    from tcmu_rbd.backends.rbd import RbdBackend
+    conf = ceph.env().get("CEPH_CONF")
+    backend = RbdBackend(rbd_image.pool, rbd_image.name, conf=conf)
+    dev = RemovedDev("gw1", "gw1", "gw1", ("gw1",))
+    b = CallLog(backend)
+    f = Failover(dev, b, lambda: None, "host", refresh=0.05)
+    try:
+        f.start()
+        assert f.owner
+        dev.removing = True
+        assert dev.inside.wait(5)                  # the thread is in configfs
+        t0 = time.monotonic()
+        f.stop()
+        assert time.monotonic() - t0 < 1.0         # not the 10 s a cluster call may take
+        n = len(b.calls)
+    finally:
+        backend.close()                            # what the worker does next
+        dev.answered.set()                         # the kernel got the supervisor's answer
+    f._thread.join(5)
+    assert not f._thread.is_alive()
+    assert b.calls[n:] == []                       # nothing touched the closed image

@@ -2,6 +2,7 @@
 the real ring engine and the handler."""
 
 import os
+import subprocess
 import random
 import struct
 import time
@@ -353,3 +354,91 @@ def test_serve_runs_the_steady_state_in_c(rig):
         for fd in (uio_r, uio_w, ctl_r, ctl_w):
             os.close(fd)
     assert not t.is_alive()
+
+
+class _OtherClient:
+    """A second client of the image: what the OSDs hold (a fresh handle per read,
+    so its own cache, which the image's rbd config turns on too, holds nothing)."""
+
+    def __init__(self, ceph, image):
+        import rados
+        self.image = image
+        self.cluster = rados.Rados(conffile=ceph.conf_path,
+                                   conf={"keyring": ceph.admin_keyring})
+        self.cluster.connect()
+        self.io = self.cluster.open_ioctx("rbd")
+
+    def read(self, offset, length):
+        with pyrbd.Image(self.io, self.image, read_only=True) as im:
+            return im.read(offset, length)
+
+    def close(self):
+        self.io.close()
+        self.cluster.shutdown()
+
+
+def test_rbd_cache_turned_on_by_image_config_is_detected_and_writes_made_stable(ceph, image):
+    """`rbd config image set <img> rbd_cache true` beats the client's rbd_cache=false:
+    the backend says so, and a write the LUN reports stable (WCE=0, or FUA) is on
+    the OSDs when it completes, as a second client reads it (writeback keeps dirty
+    data for up to rbd_cache_max_dirty_age, 1 s: without the flush it reads stale)."""
+    plain = open_backend(ceph, image)
+    assert not plain.volatile_cache
+    plain.close()
+    for key, value in (("rbd_cache", "true"), ("rbd_cache_policy", "writeback")):
+        subprocess.run(["rbd", "--conf", ceph.conf_path, "--keyring", ceph.admin_keyring,
+                        "config", "image", "set", f"rbd/{image}", key, value], check=True)
+    r = Rig(open_backend(ceph, image))
+    other = _OtherClient(ceph, image)
+    try:
+        assert r.backend.volatile_cache and not r.handler.lun.write_cache
+        assert r.write(0, os.urandom(BS)).status == scsi.GOOD
+        # after the first flush librbd's cache stops writing through
+        assert r.run(bytes([0x91, 0]) + bytes(14)).status == scsi.GOOD
+        for lba in range(8, 8 + 16 * 8, 8):                   # WCE=0: every write
+            data = os.urandom(8 * BS)
+            assert r.write(lba, data).status == scsi.GOOD
+            assert other.read(lba * BS, len(data)) == data
+        r.handler.set_write_cache(True)                       # WCE=1: FUA ones
+        data = os.urandom(8 * BS)
+        assert r.run(r.write16(512, 8, fua=True), data_out=data).status == scsi.GOOD
+        assert other.read(512 * BS, len(data)) == data
+        pattern = os.urandom(BS)                              # and SYNCHRONIZE CACHE
+        assert r.run(bytes([0x93, 0]) + struct.pack(">QI", 1024, 64) + bytes(2),
+                     data_out=pattern).status == scsi.GOOD
+        assert r.run(bytes([0x91, 0]) + bytes(14)).status == scsi.GOOD
+        assert other.read(1024 * BS, 64 * BS) == pattern * 64
+    finally:
+        other.close()
+        r.close()
+
+
+def test_image_shrunk_under_the_lun_fails_io_past_its_end_never_good(ceph, image):
+    """librbd drops the tail of a write past the image's end and reports success,
+    and clips a read: once anyone shrinks the image, the backend learns the new size
+    from the header watch and refuses both (LBA OUT OF RANGE); inside, I/O goes on."""
+    r = Rig(open_backend(ceph, image))
+    try:
+        end = r.backend.size // BS                      # the LUN keeps this size
+        assert r.write(end - 16, os.urandom(16 * BS)).status == scsi.GOOD
+        subprocess.run(["rbd", "--conf", ceph.conf_path, "--keyring", ceph.admin_keyring,
+                        "resize", "--allow-shrink", "--size", "64M", f"rbd/{image}"],
+                       check=True, capture_output=True)
+        deadline = time.monotonic() + 10
+        while r.backend.size_now() != 64 * MiB and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert r.backend.size_now() == 64 * MiB
+        new_end = 64 * MiB // BS
+        assert sense_key(r.write(end - 16, os.urandom(16 * BS))) == (0x05, 0x21, 0x00)
+        assert sense_key(r.read(end - 16, 16)) == (0x05, 0x21, 0x00)
+        # across the new end: none of it is served
+        assert sense_key(r.write(new_end - 8, os.urandom(16 * BS))) == (0x05, 0x21, 0x00)
+        assert sense_key(r.read(new_end - 8, 16)) == (0x05, 0x21, 0x00)
+        pattern = os.urandom(BS)
+        assert sense_key(r.run(bytes([0x93, 0]) + struct.pack(">QI", new_end - 1, 2) + bytes(2),
+                               data_out=pattern)) == (0x05, 0x21, 0x00)
+        data = os.urandom(8 * BS)                        # inside: served as before
+        assert r.write(new_end - 8, data).status == scsi.GOOD
+        assert r.read(new_end - 8, 8).data == data
+    finally:
+        r.close()

@@ -82,6 +82,8 @@ FAKE_WORKER = textwrap.dedent(
                 if b.get("stop") == "ignore":
                     continue
                 send({"id": req["id"], "ok": True})
+                if b.get("stop") == "answer_then_hang":   # a thread stuck until the reply
+                    time.sleep(600)
                 sys.exit(0)
             r = b.get("ops", {}).get(op, {"ok": True})
             send({"id": req["id"], **r})
@@ -317,7 +319,30 @@ def test_removed_stops_worker_then_replies(h):
     did = h.send(nl.TCMU_CMD_REMOVED_DEVICE, device="tcm-user/1/disk0/rbd/pool/img", minor=0)
     assert h.reply_for(did) == (nl.TCMU_CMD_REMOVED_DEVICE_DONE, 0)
     assert {"req": {"id": 1, "op": "stop"}} in h.worker_log(0)
-    assert not h.sup.devices
+    h.run_until(lambda: not h.sup.devices)     # forgotten once the worker exited
+
+
+def _removed_with_worker(h, stop):
+    """REMOVED_DEVICE for a device whose worker answers "stop" as ``stop`` says:
+    (the worker's pid, seconds until the kernel had its answer)."""
+    h.behave(0, stop=stop)
+    assert h.reply_for(h.added(0, "disk0"))[1] == 0
+    pid = h.worker_log(0)[0]["pid"]
+    t = time.monotonic()
+    did = h.send(nl.TCMU_CMD_REMOVED_DEVICE, device="x", minor=0)
+    assert h.reply_for(did) == (nl.TCMU_CMD_REMOVED_DEVICE_DONE, 0)
+    return pid, time.monotonic() - t
+
+
+def test_removed_is_answered_when_the_worker_released_the_device_not_at_its_exit(h):
+    # a worker thread reading the device's configfs sleeps until the kernel has
+    # its answer: the answer must not wait for the worker's exit
+    pid, seconds = _removed_with_worker(h, "answer_then_hang")
+    assert seconds < 1.0                       # before the stop timeout's SIGKILL
+    os.kill(pid, 0)                            # still there when the kernel got its answer
+    h.run_until(lambda: not h.sup.devices)     # gone once it exits (killed here)
+    h._drain()
+    assert h.got == []                         # and answered once
 
 
 def test_removed_unknown_device_is_ok(h):
@@ -326,13 +351,8 @@ def test_removed_unknown_device_is_ok(h):
 
 
 def test_removed_worker_ignoring_stop_is_killed_within_bound(h):
-    h.behave(0, stop="ignore")
-    assert h.reply_for(h.added(0, "disk0"))[1] == 0
-    pid = h.worker_log(0)[0]["pid"]
-    t = time.monotonic()
-    did = h.send(nl.TCMU_CMD_REMOVED_DEVICE, device="x", minor=0)
-    assert h.reply_for(did) == (nl.TCMU_CMD_REMOVED_DEVICE_DONE, 0)
-    assert 1.0 < time.monotonic() - t < 5
+    pid, seconds = _removed_with_worker(h, "ignore")
+    assert 1.0 < seconds < 5
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
 

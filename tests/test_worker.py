@@ -71,8 +71,27 @@ def test_worker_refuses_to_start_when_the_supervisor_is_already_gone():
     assert wk.follow_supervisor({}) is None  # started by hand: nothing to follow
 
 
+class _Ring:
+    def __init__(self, closed):
+        self._closed = closed
+
+    def close(self):
+        self._closed.append("ring")
+
+
 class _H:
+    """The handler as the worker's stop path sees it: what it closed, in order."""
     stopping = False
+
+    def __init__(self):
+        self.closed = []
+        self.ring = _Ring(self.closed)
+
+    def close(self):
+        self.closed.append("image")
+
+    def set_write_cache(self, on):
+        self.lun.write_cache = on
 
 
 def _worker(tmp_path):
@@ -151,8 +170,12 @@ def test_worker_answers_every_request_on_its_control_socket(tmp_path, caplog):
               + b'{"id": 4, "op": "snapshot"}\n' + b'{"id": 5, "op": "resize"}\n'
               + b"not json\n" + control.encode(control.Stop(id=6)))
     w.on_control()
-    b.shutdown(socket.SHUT_WR)
     answers = control.LineDecoder().feed(b.recv(65536))
+    assert w.handler.stopping and not w.handler.closed   # "stop" is not answered yet
+    w.release()
+    assert w.handler.closed == ["image", "ring"]
+    b.shutdown(socket.SHUT_WR)
+    answers += control.LineDecoder().feed(b.recv(65536))
     a.close()
     b.close()
     assert [(m.id, m.ok) for m in answers] == [

@@ -77,5 +77,15 @@ class Backend(abc.ABC):
         """Re-read the size (after a resize); returns it."""
         return self.size
 
+    def size_now(self) -> int:
+        """The size as the backend sees it now, without a refresh (an image
+        can shrink under the LUN: I/O past it fails with -ERANGE)."""
+        return self.size
+
+    def set_write_cache(self, on: bool) -> None:
+        """The LUN's write cache (WCE) as initiators are told it.  A backend
+        with a volatile cache of its own makes every write stable before it
+        completes while this is off; FUA and FLUSH are always honoured."""
+
     def close(self) -> None:
         pass

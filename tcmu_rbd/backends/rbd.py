@@ -12,10 +12,13 @@ Belongs here: opening the image with its options, and this backend's calls.
 Not here: the completion queue and the fast path (ring.EngineBackend,
 native/engine.c), what a command means (scsi/).
 
-rbd_cache is forced off (a completed write is on the OSDs, so FUA and
-SYNCHRONIZE CACHE need no cache flush of ours) and rados_osd_op_timeout is
-applied so a dead cluster turns into BUSY (retried by the initiator) instead
-of commands that hang.
+rbd_cache is turned off on the client (a completed write is on the OSDs, so
+FUA and SYNCHRONIZE CACHE need no cache flush of ours) and rados_osd_op_timeout
+is applied so a dead cluster turns into BUSY (retried by the initiator)
+instead of commands that hang.  A pool's or image's ``rbd config`` can turn
+the cache back on; then ``volatile_cache`` is True and native/rbd_aio.c
+flushes after FUA writes, and after every write while the LUN's write cache
+is off (``set_write_cache``).
 """
 
 from __future__ import annotations
@@ -86,7 +89,14 @@ class RbdBackend(Backend):
         self._offs = ffi.new("uint64_t[]", MAX_EXTENTS)
         self._lens = ffi.new("uint64_t[]", MAX_EXTENTS)
         self.features = 0
+        self.volatile_cache = bool(lib.rbd_dev_volatile_cache(d))
         self.refresh_size()
+
+    def set_write_cache(self, on: bool) -> None:
+        lib.rbd_dev_set_wce(self._d, int(on))
+
+    def size_now(self) -> int:
+        return lib.rbd_dev_size(self._d)
 
     # ------------------------------------------------------------ completions
     def fileno(self):

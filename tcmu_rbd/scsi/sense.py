@@ -133,6 +133,7 @@ _READ_ERROR = (CHECK_CONDITION, sense(MEDIUM_ERROR, 0x11, 0x00))
 _WRITE_ERROR = (CHECK_CONDITION, sense(MEDIUM_ERROR, 0x0C, 0x00))
 _EINVAL = (CHECK_CONDITION, sense(ILLEGAL_REQUEST, 0x24, 0x00))
 _ENOSPC = (CHECK_CONDITION, sense(DATA_PROTECT, 0x27, 0x07))
+_ERANGE = (CHECK_CONDITION, sense(ILLEGAL_REQUEST, 0x21, 0x00))
 
 
 def io_result(kind, ret, extra=None):
@@ -142,7 +143,8 @@ def io_result(kind, ret, extra=None):
     exclusive lock (-EROFS) and transient errors are BUSY so the initiator
     retries (possibly on another path); -EILSEQ from a compare is MISCOMPARE
     with INFORMATION = extra (offset of the first differing byte); -EINVAL is
-    INVALID FIELD IN CDB; -ENOSPC/-EDQUOT is SPACE ALLOCATION FAILED WRITE
+    INVALID FIELD IN CDB; -ERANGE (past the end of an image that shrank under
+    the LUN) is LOGICAL BLOCK ADDRESS OUT OF RANGE; -ENOSPC/-EDQUOT is SPACE ALLOCATION FAILED WRITE
     PROTECT; -ENOMEM is TASK SET FULL; anything else is a MEDIUM ERROR
     (unrecovered read error for read kinds, write error otherwise).
     """
@@ -155,6 +157,8 @@ def io_result(kind, ret, extra=None):
                                        info=extra if isinstance(extra, int) else None))
     if ret == -errno.EINVAL:
         return _EINVAL
+    if ret == -errno.ERANGE:          # past the backend's end (the image shrank)
+        return _ERANGE
     if ret == -errno.ENOSPC or ret == -errno.EDQUOT:
         return _ENOSPC
     if ret == -errno.ENOMEM:

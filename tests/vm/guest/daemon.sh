@@ -151,8 +151,9 @@ check reconfig_device_done grep -E 'device=disk0 .*RECONFIG_DEVICE_DONE status 0
 # --- 5. a second LUN added and removed under I/O on the first ---------------------------
 io_loop() {  # dev offset flag: fio write+verify passes until the flag file goes away
   local n=0
+  # 4 MB/s: steady I/O without starving the 2 CPUs the LUN changes (targetcli) need
   while [ -e "$3" ]; do
-    fio_verify "$1" 16M --bs=64k --offset="$2" || { echo "pass $n FAILED"; return 1; }
+    fio_verify "$1" 16M --bs=64k --offset="$2" --rate=4m || { echo "pass $n FAILED"; return 1; }
     n=$((n + 1))
   done
   echo "fio passes=$n"; [ "$n" -ge 1 ]
@@ -172,6 +173,34 @@ dd_roundtrip() {  # dev [MiB offset]: disk0's ext4 partition is 1-257 MiB, keep 
   local rc=$?; rm -f "$pat"; [ $rc -eq 0 ] && echo "4 MiB written and read back"; return $rc
 }
 check lun1_io dd_roundtrip "$disk1"
+# D-Bus CheckConfig from an unprivileged user, while LUN 0 is under fio: a conf that
+# would make librados (as root) append to and replace files touches nothing, a flood
+# is answered (refused beyond its bound), root's check still passes, the I/O goes on
+checkconfig_as_nobody() (
+  set -e
+  d=$(mktemp -d /tmp/hostile.XXXXXX); chmod 755 "$d"
+  echo precious >"$d/victim.log"; echo precious >"$d/victim.asok"
+  printf '[global]\nmon host = 127.0.0.1:1\nlog file = %s\nadmin socket = %s\n' \
+    "$d/victim.log" "$d/victim.asok" >"$d/evil.conf"
+  chown nobody: "$d/evil.conf"
+  setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 -c \
+    "$(cat "$REPO/lab/tcmu_rbd_lab/checkconfig_flood.py")" system \
+    "rbd/rbd/img0;conf=$d/evil.conf" 100 >"$d/answers.json" & local flood=$!
+  sleep 1
+  timeout 20 dbus-send --system --print-reply --reply-timeout=15000 \
+    --dest=org.kernel.TCMUService1 /org/kernel/TCMUService1/rbd \
+    org.kernel.TCMUService1.CheckConfig "string:rbd/rbd/img0;conf=$CEPH_CONF" | grep -q 'boolean true'
+  echo "root's CheckConfig answered during the flood"
+  wait "$flood"
+  python3 -c 'import json, sys; a = json.load(open(sys.argv[1])); print(len(a), "answers:",
+    sorted({m for _, m in a})); sys.exit(len(a) != 100 or any(ok is None for ok, _ in a))' \
+    "$d/answers.json"
+  [ "$(cat "$d/victim.log")" = precious ] && [ "$(cat "$d/victim.asok")" = precious ]
+  [ "$(ls "$d" | sort | tr '\n' ' ')" = "answers.json evil.conf victim.asok victim.log " ]
+  kill -0 "$io_pid"      # LUN 0's fio loop is still running
+  echo "victim files untouched, I/O still running"
+)
+check checkconfig_as_nobody_under_io checkconfig_as_nobody
 [ -n "$disk1" ] && echo 1 >"/sys/block/$(basename "$disk1")/device/delete" || true
 check lun1_remove "$LAB/export.sh" remove --backstore user:rbd/disk1 --target "$TGT"
 check removed_device_done grep -E 'device=disk1 .*REMOVED_DEVICE_DONE status 0' "$DLOG"
