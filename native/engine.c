@@ -24,6 +24,7 @@ struct rq {
     int efd;
     pthread_mutex_t lock;
     uint32_t cap, rd, n;
+    uint64_t lost;      /* completions that found the queue full and no memory to grow */
     uint64_t *tags;
     int64_t *rets;
     uint64_t *extra;
@@ -63,20 +64,57 @@ void rq_destroy(struct rq *q)
 
 int rq_fd(struct rq *q) { return q->efd; }
 
-uint32_t rq_pending(struct rq *q)
+/* A counter read under the queue's lock. */
+static uint64_t rq_read(struct rq *q, int lost)
 {
-    uint32_t n;
+    uint64_t v;
     pthread_mutex_lock(&q->lock);
-    n = q->n;
+    v = lost ? q->lost : q->n;
     pthread_mutex_unlock(&q->lock);
-    return n;
+    return v;
+}
+
+uint64_t rq_lost(struct rq *q) { return rq_read(q, 1); }
+
+uint32_t rq_pending(struct rq *q) { return (uint32_t)rq_read(q, 0); }
+
+/* Double the capacity, entries in order from 0; -1 when out of memory. */
+static int rq_grow(struct rq *q)
+{
+    uint32_t cap = q->cap * 2;
+    uint64_t *tags = malloc(cap * sizeof(*tags)), *extra = malloc(cap * sizeof(*extra));
+    int64_t *rets = malloc(cap * sizeof(*rets));
+    if (!cap || !tags || !rets || !extra) {
+        free(tags);
+        free(rets);
+        free(extra);
+        return -1;
+    }
+    for (uint32_t k = 0; k < q->n; k++) {
+        uint32_t i = (q->rd + k) % q->cap;
+        tags[k] = q->tags[i];
+        rets[k] = q->rets[i];
+        extra[k] = q->extra[i];
+    }
+    free(q->tags);
+    free(q->rets);
+    free(q->extra);
+    q->tags = tags;
+    q->rets = rets;
+    q->extra = extra;
+    q->rd = 0;
+    q->cap = cap;
+    return 0;
 }
 
 void rq_push(struct rq *q, uint64_t tag, int64_t ret, uint64_t extra)
 {
     int was_empty;
     pthread_mutex_lock(&q->lock);
-    /* Capacity is sized by the caller for every op it can have in flight. */
+    /* Sized for every op in flight; a completion is never dropped: grow
+     * (a librbd thread may not wait here for the loop thread). */
+    if (q->n == q->cap && rq_grow(q) < 0)
+        q->lost++;
     if (q->n < q->cap) {
         uint32_t i = (q->rd + q->n) % q->cap;
         q->tags[i] = tag;

@@ -35,8 +35,12 @@ uint32_t rq_pending(struct rq *q);
 /* A backend's op completed: tag as submitted, ret (>= 0 ok, -errno), and
  * for compare-and-write mismatches (-EILSEQ) the offset of the first
  * differing byte relative to the start of the op.  Thread-safe; capacity is
- * sized by the caller for every op it can have in flight. */
+ * sized by the caller for every op it can have in flight, and a full queue
+ * grows rather than drop a completion (rq_lost counts the ones that found no
+ * memory for that: then the command never completes, and the kernel's
+ * timeout or the initiator's abort ends it). */
 void rq_push(struct rq *q, uint64_t tag, int64_t ret, uint64_t extra);
+uint64_t rq_lost(struct rq *q);
 /* The tag bit of a plain op (READ/WRITE/FLUSH): tag = engine_fast_tag |
  * gen<<16 | cmd_id.  (tcmu_rbd.ring.FAST_TAG reads it from here.) */
 extern const uint64_t engine_fast_tag;

@@ -134,8 +134,8 @@ def export_request(o: ExportOptions, environ=None) -> ExportRequest:
                        "--initiator/--auth-file", "bad-option")
     return ExportRequest(image=ref, target=o.target, portals=portals,
                          initiators=initiators, chap=chap, name=o.name, lun=o.lun,
-                         wwn=o.wwn, demo_mode=o.demo_mode, defaults=d,
-                         secret_hints=hints)
+                         wwn=o.wwn, demo_mode=o.demo_mode, no_chap=o.no_chap,
+                         defaults=d, secret_hints=hints)
 
 
 def export(gw, o: ExportOptions, *, environ=None, lock: bool = True) -> Report:

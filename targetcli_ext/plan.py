@@ -41,6 +41,7 @@ class ExportRequest:
     lun: int | None = None
     wwn: str | None = None               # unit serial (default: generated)
     demo_mode: bool = False
+    no_chap: bool = False                # the operator said these ACLs have no CHAP
     defaults: Defaults = field(default_factory=Defaults)
     # initiator -> (where its CHAP secret is, where its mutual secret is), for messages
     secret_hints: dict[str, tuple[str, str | None]] = field(default_factory=dict)
@@ -372,6 +373,14 @@ def plan_export(req: ExportRequest, state: LioState) -> ExportPlan:
     wild = [p for p in portals if p.wildcard]
     warnings = (f"warning: portal {wild[0]} listens on every address of this host",) \
         if wild else ()
+    # an initiator name is no secret: ACLs alone guard a LUN only from this host
+    open_acls = [i for i in req.initiators if i not in req.chap]
+    exposed = [str(p) for p in portals if not p.loopback]
+    if open_acls and exposed and not req.no_chap:
+        warnings += (f"warning: {', '.join(open_acls)} may log in without CHAP on "
+                     f"{', '.join(exposed)}, which other hosts reach, by claiming the "
+                     f"name: give --chap-user or --auth-file, or --no-chap if this is "
+                     f"meant",)
     have_portals = tpg.portals if tpg else ()
     new_portals = tuple(p for p in portals if p not in have_portals)
 

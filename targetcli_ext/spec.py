@@ -265,6 +265,11 @@ class Portal:
     def ipv6(self) -> bool:
         return ":" in self.ip
 
+    @property
+    def loopback(self) -> bool:
+        """Only this host reaches it (127.0.0.0/8, ::1)."""
+        return ipaddress.ip_address(self.ip).is_loopback
+
     def __str__(self) -> str:
         return f"[{self.ip}]:{self.port}" if self.ipv6 else f"{self.ip}:{self.port}"
 

@@ -37,6 +37,8 @@ READ, WRITE, DONE, FLUSH = scsi.READ, scsi.WRITE, scsi.DONE, scsi.FLUSH
 GOOD, CHECK_CONDITION = scsi.GOOD, scsi.CHECK_CONDITION
 NO_IDS = 65536
 SCRATCH = 1 << 20   # per-step buffer for verify/copy (bounded: never the whole op)
+LBA_STATUS_WINDOW = 1 << 30   # GET LBA STATUS looks up at most this much per command
+PIECE = 1 << 30     # zeroes and WRITE SAME go to the backend in pieces of this (aborts)
 
 # Malformed ring entries cannot come from a healthy kernel; answer them
 # without touching their data: HARDWARE ERROR / INTERNAL TARGET FAILURE.
@@ -339,9 +341,11 @@ class Handler:
         if kind == scsi.COMPARE_AND_WRITE:
             b.compare_and_write(tag, op[1], op[2], c.iov, c.iov_cnt)
         elif kind == scsi.WRITE_ZEROES:
-            b.write_zeroes(tag, op[1], op[2])
+            self._start_steps(cid, self._pieces(kind, op[1], op[2], b.write_zeroes))
         elif kind == scsi.WRITE_SAME:
-            b.write_same(tag, op[1], op[2], c.iov, c.iov_cnt, op[3])
+            self._start_steps(cid, self._pieces(
+                kind, op[1], op[2],
+                lambda t, o, n: self.backend.write_same(t, o, n, c.iov, c.iov_cnt, op[3])))
         elif kind == scsi.GET_LBA_STATUS:
             self._lba_status(cid, c, op[1], op[2])
         else:
@@ -399,9 +403,23 @@ class Handler:
         # zeroes, not a discard: librbd drops the parts of a discard smaller
         # than its granularity, and LBPRZ promises they read back zero
         for off, length in op[1]:
-            ret, _ = yield (lambda tag, o=off, n=length: self.backend.write_zeroes(tag, o, n))
+            res = yield from self._pieces(scsi.UNMAP, off, length,
+                                          lambda t, o, n: self.backend.write_zeroes(t, o, n))
+            if res[0] != GOOD:
+                return res
+        return GOOD, None
+
+    def _pieces(self, kind, off, length, submit):
+        """A range op (zeroes, WRITE SAME) in pieces of at most PIECE bytes, one
+        after the other, so an abort (a TMR) stops it between two instead of
+        leaving a FORMAT UNIT of the whole LUN running; submit(tag, off, n)."""
+        end = off + length
+        while off < end:
+            n = min(PIECE, end - off)
+            ret, _ = yield (lambda tag, o=off, n=n: submit(tag, o, n))
             if ret < 0:
-                return scsi.io_result(scsi.UNMAP, ret, 0)
+                return scsi.io_result(kind, ret, 0)
+            off += n
         return GOOD, None
 
     def _verify(self, c, op):
@@ -460,14 +478,17 @@ class Handler:
             scsi.record_copy(lun, list_id, outcome, done, moved)
 
     def _lba_status(self, cid, c, offset, alloc_len) -> None:
+        # a bounded scan: diff-iterate without an object map visits every object
+        length = max(0, min(self.backend.size - offset, LBA_STATUS_WINDOW))
         try:
-            extents = self.backend.allocated(offset, self.backend.size - offset)
+            extents = self.backend.allocated(offset, length) if length else []
         except OSError as e:
             status, sense = scsi.io_result(scsi.GET_LBA_STATUS, -e.errno, 0)
             self.ring.complete(cid, status, sense or ffi.NULL)
             return
-        lba = offset // self.lun.block_size
-        data = scsi.lba_status_data(self.lun, lba, extents, alloc_len)
+        bs = self.lun.block_size
+        data = scsi.lba_status_data(self.lun, offset // bs, extents, alloc_len,
+                                    scanned_end=-(-(offset + length) // bs))
         self._answer(cid, c, GOOD, None, data)
 
     # ------------------------------------------------------------ TMR

@@ -354,7 +354,13 @@ class TcmuDevice:
 
     def action(self, action: str, value: int) -> bool:
         """Write ``action/<action>``; False (and a warning) when the kernel refuses."""
-        path = os.path.join(self.configfs, "action", action)
+        return self._write(os.path.join(self.configfs, "action", action), value)
+
+    def set_attr(self, attr: str, value: int) -> bool:
+        """Write ``attrib/<attr>``; False (and a warning) when the kernel refuses."""
+        return self._write(os.path.join(self.configfs, "attrib", attr), value)
+
+    def _write(self, path: str, value: int) -> bool:
         try:
             with open(path, "w") as f:
                 f.write(f"{value}\n")

@@ -146,6 +146,9 @@ class Worker:
         except Exception:
             backend.close()
             raise
+        # ABORT TASK and LUN RESET reach the handler (TMR entries on the ring), so a
+        # long multi-step command (VERIFY, WRITE AND VERIFY, EXTENDED COPY) stops
+        dev.set_attr("tmr_notification", 1)
         self.handler = Handler(ring, backend, lun, identity=self._refresh_identity, name=dev.label)
         self._refresh_identity(lun)
         try:

@@ -226,3 +226,20 @@ def test_the_handler_over_an_engine_served_backend():
         res = rig.read(rig.lun.num_blocks - 1, 2)
         assert res.status == scsi.CHECK_CONDITION and b.fast == 4
         assert int(rig.handler._limits.started) == 4 and not rig.emu.broken
+
+
+def test_a_full_completion_queue_grows_and_keeps_the_order():
+    q = lib.rq_create(4)
+    tags, rets, extra = ffi.new("uint64_t[64]"), ffi.new("int64_t[64]"), ffi.new("uint64_t[64]")
+    try:
+        for i in range(3):
+            lib.rq_push(q, i, i, 0)
+        assert lib.rq_drain(q, tags, rets, extra, 2) == 2          # the ring wraps next
+        for i in range(3, 40):                                      # 4, 8, 16, 32, 64
+            lib.rq_push(q, i, -i, i)
+        assert lib.rq_pending(q) == 38 and lib.rq_lost(q) == 0
+        n = lib.rq_drain(q, tags, rets, extra, 64)
+        assert [tags[k] for k in range(n)] == list(range(2, 40))
+        assert [rets[k] for k in range(1, n)] == [-i for i in range(3, 40)]
+    finally:
+        lib.rq_destroy(q)

@@ -131,6 +131,25 @@ def test_unmap_then_lba_status_and_zeroes(rig):
     assert (lba, prov) == (4 * g, 0) and count == g
 
 
+def test_lba_status_looks_up_a_bounded_window_and_says_where_it_stopped(rig, monkeypatch):
+    from tcmu_rbd import handler
+    monkeypatch.setattr(handler, "LBA_STATUS_WINDOW", 1 * MiB)
+    asked = []
+    allocated = rig.backend.allocated
+    monkeypatch.setattr(rig.backend, "allocated",
+                        lambda off, n: asked.append((off, n)) or allocated(off, n))
+    g = max(rig.backend.granularity, 65536) // BS              # 128 blocks
+    assert rig.write(2048, os.urandom(g * BS)).status == scsi.GOOD
+    res = rig.run(bytes([0x9E, 0x12]) + struct.pack(">QI", 1000, 4096) + bytes(2), data_in=4096)
+    assert res.status == scsi.GOOD and asked == [(1000 * BS, 1 * MiB)]
+    descs = [struct.unpack_from(">QIB", res.data, 8 + 16 * i)
+             for i in range((struct.unpack_from(">I", res.data)[0] - 4) // 16)]
+    assert descs == [(1000, 1048, 1), (2048, g, 0), (2048 + g, 3048 - 2048 - g, 1)]
+    # the initiator asks again from where the answer stopped
+    res = rig.run(bytes([0x9E, 0x12]) + struct.pack(">QI", 3048, 4096) + bytes(2), data_in=4096)
+    assert struct.unpack_from(">QIB", res.data, 8) == (3048, 2048, 1)
+
+
 def test_write_same_and_write_same_unmap(rig):
     pattern = bytes(range(256)) * 2
     cdb = bytes([0x93, 0]) + struct.pack(">QI", 1000, 64) + bytes(2)
@@ -373,3 +392,28 @@ def test_blocklisted_write_is_busy_and_reported_to_failover():
         gate = rig.handler.failover = GateStub(owner=True)
         assert rig.write(0, b"x" * BS).status == scsi.BUSY
         assert gate.errors == [-errno.ESHUTDOWN]
+
+
+def test_format_unit_goes_in_pieces_and_an_abort_stops_it_between_two(monkeypatch):
+    from tcmu_rbd import handler
+    monkeypatch.setattr(handler, "PIECE", 1 * MiB)
+    inner = MemoryBackend(8 * MiB)
+    b = Delayed(inner)
+    pieces = []
+    zeroes = b.write_zeroes
+    b.write_zeroes = lambda tag, off, n: pieces.append((off, n)) or zeroes(tag, off, n)
+    with Rig(b) as rig:
+        inner._map[7 * MiB:7 * MiB + BS] = b"\xff" * BS
+        fid = rig.submit(bytes([0x04, 0, 0, 0, 0, 0]))          # FORMAT UNIT: the whole LUN
+        rig.handler.process()
+        assert pieces == [(0, MiB)] and len(b.held) == 1         # one piece at a time
+        for n in (2, 3):
+            b.release([0])
+            rig.pump(until=lambda: len(pieces) == n and len(b.held) == 1)
+        rig.emu.submit_tmr(1, [fid])                             # ABORT TASK
+        rig.handler.process()
+        b.release([0])                                           # the third piece completes
+        rig.pump(until=lambda: rig.emu.is_done(fid))
+        assert pieces == [(0, MiB), (MiB, MiB), (2 * MiB, MiB)]  # and no fourth starts
+        assert rig.emu.reap()[-1].status == scsi.TASK_ABORTED
+        assert inner._map[7 * MiB:7 * MiB + BS] == b"\xff" * BS  # untouched past the abort

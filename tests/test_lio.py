@@ -87,6 +87,8 @@ def test_actions_and_presence(roots, caplog):
     assert dev.block() and (d / "action" / "block_dev").read_text() == "1\n"
     assert dev.block(False) and (d / "action" / "block_dev").read_text() == "0\n"
     assert dev.reset_ring() and (d / "action" / "reset_ring").read_text() == "1\n"
+    assert dev.set_attr("tmr_notification", 1)
+    assert (d / "attrib" / "tmr_notification").read_text() == "1\n"
     (d / "action").rename(d / "gone")
     assert dev.block() is False and "device=disk0: cannot write 1" in caplog.text
     assert dev.present()

@@ -194,13 +194,15 @@ def test_fast_path_equals_slow_path(lun, op, lba, small_lba, use_small, n, b1, d
 @settings(max_examples=300, deadline=None)
 @given(num_blocks=st.integers(1, 5000), lba_frac=st.floats(0, 0.999),
        extents=st.lists(st.tuples(st.integers(0, 5000 * 512), st.integers(0, 100 * 512)), max_size=12),
-       alloc=st.integers(0, 600))
-def test_lba_status_descriptors_are_contiguous(num_blocks, lba_frac, extents, alloc):
+       alloc=st.integers(0, 600), window=st.one_of(st.none(), st.integers(1, 6000)))
+def test_lba_status_descriptors_are_contiguous(num_blocks, lba_frac, extents, alloc, window):
     lun = scsi.Lun(num_blocks=num_blocks)
     lba = int(num_blocks * lba_frac)
-    d = scsi.lba_status_data(lun, lba, extents, alloc)
+    # a bounded scan (window blocks from lba) answers up to its end only
+    scanned_end = None if window is None else lba + window
+    d = scsi.lba_status_data(lun, lba, extents, alloc, scanned_end)
     assert len(d) <= alloc
-    full = scsi.lba_status_data(lun, lba, extents, 1 << 20)
+    full = scsi.lba_status_data(lun, lba, extents, 1 << 20, scanned_end)
     # a short allocation length returns the leading descriptors (at least one, maybe cut)
     assert d[8:] == full[8:len(d)]
     if alloc >= 8:
@@ -220,4 +222,4 @@ def test_lba_status_descriptors_are_contiguous(num_blocks, lba_frac, extents, al
         for b in range(start, start + count):
             assert (b in mapped) == (status == 0)
         pos, prev = start + count, status
-    assert pos == num_blocks
+    assert pos == (num_blocks if scanned_end is None else min(num_blocks, scanned_end))

@@ -132,8 +132,20 @@ def test_portals_lio_listens_on_are_not_probed_and_wildcards_warned():
                  portals=[P, Portal("0.0.0.0", 3261)])
     assert plan.new_portals == (P, Portal("0.0.0.0", 3261))
     assert plan.listen == (Portal("0.0.0.0", 3261),)
-    assert plan.warnings == ("warning: portal 0.0.0.0:3261 listens on every address of "
-                             "this host",)
+    assert plan.warnings == (
+        "warning: portal 0.0.0.0:3261 listens on every address of this host",
+        f"warning: {INIT} may log in without CHAP on 0.0.0.0:3261, which other hosts "
+        f"reach, by claiming the name: give --chap-user or --auth-file, or --no-chap if "
+        f"this is meant")
+
+
+def test_acls_without_chap_beyond_loopback_are_warned_unless_said():
+    wild = Portal("0.0.0.0", 3260)
+    assert _plan(portals=[P]).warnings == ()                      # loopback only
+    assert _plan(portals=[P, Portal("::1", 3260)]).warnings == ()
+    assert "without CHAP" in _plan(portals=[Portal("::", 3260)]).warnings[-1]
+    assert len(_plan(portals=[wild], no_chap=True).warnings) == 1  # only the wildcard's
+    assert len(_plan(portals=[wild], chap={INIT: _chap()}).warnings) == 1
 
 
 # ----------------------------------------------------------------------------- refused

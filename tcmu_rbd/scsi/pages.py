@@ -303,18 +303,21 @@ def rsoc_one(lun, op, sa, rctd):
 
 
 # ---- GET LBA STATUS ---------------------------------------------------------------------------
-def lba_status_data(lun, lba, extents, alloc_len):
+def lba_status_data(lun, lba, extents, alloc_len, scanned_end=None):
     """GET LBA STATUS parameter data from the backend's allocated extents.
 
     lba: starting LBA (blocks). extents: [(offset_bytes, length_bytes), ...]
     allocated ranges (any order, may overlap, may extend before lba). Blocks
     covered partly by an extent count as mapped; the rest are deallocated
     (LBPRZ: they read as zeros). Descriptors run from lba contiguously until
-    the end of the LUN or until no more fit in alloc_len (at least one is
-    built). Returns the parameter data truncated to alloc_len.
+    the end of the LUN, or of the range the extents were looked up in
+    (scanned_end, blocks, exclusive: a bounded scan; SBC-3 lets the answer
+    stop early and the initiator asks again from there), or until no more fit
+    in alloc_len (at least one is built). Returns the parameter data
+    truncated to alloc_len.
     """
     bs = lun.block_size
-    end = lun.num_blocks
+    end = lun.num_blocks if scanned_end is None else min(lun.num_blocks, scanned_end)
     if lba >= end:
         return (_BE32.pack(4) + bytes(4))[:alloc_len]
     ranges = []

@@ -42,6 +42,10 @@ CHECKS = [
     "daemon_kill9_restart_io_resumes", "after_restart_dd",
     # 7. OSD stopped and started under I/O: nothing lost
     "osd_restart_no_data_lost", "osd_restart_fs_intact",
+    # 7b. the worker's client blocklisted under I/O: new client, serves again
+    "blocklisted_client_reopens_and_serves",
+    # a long VERIFY ends at a LUN reset (TMR notification)
+    "long_verify_ends_at_lun_reset",
     # 8. bad cfgstring / missing image: create fails with the daemon's message, no hang
     "bad_cfgstring_missing_image", "bad_cfgstring_syntax", "bad_cfgstring_pool",
     "added_device_failure_fails_enable", "daemon_still_serving", "no_bad_devices_left",

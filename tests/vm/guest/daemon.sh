@@ -93,7 +93,7 @@ fio_verify() {  # dev size [extra fio args]
 # disk0's map (every check its own region, so later checks can prove earlier data
 # intact): GPT + ext4 partition 0-257M | fio 300M+16M | discard 512M+64M | write same
 # 768M+32M, 900M+1M | (after the resize to 2G) LUN-change I/O 1G+16M | kill -9 1280M+64M
-# | OSD 1536M+64M | SIGTERM 1792M+48M | dd 1900M, 1910M
+# | OSD 1536M+64M | blocklist 1650M+32M | SIGTERM 1792M+48M | dd 1900M, 1910M, 1920M
 check fio_write_verify fio_verify "$disk" 16M --offset=300M
 
 # --- 3. discard / write same reach the image --------------------------------------------
@@ -195,7 +195,8 @@ checkconfig_as_nobody() (
   python3 -c 'import json, sys; a = json.load(open(sys.argv[1])); print(len(a), "answers:",
     sorted({m for _, m in a})); sys.exit(len(a) != 100 or any(ok is None for ok, _ in a))' \
     "$d/answers.json"
-  [ "$(cat "$d/victim.log")" = precious ] && [ "$(cat "$d/victim.asok")" = precious ]
+  [ "$(cat "$d/victim.log")" = precious ]
+  [ "$(cat "$d/victim.asok")" = precious ]
   [ "$(ls "$d" | sort | tr '\n' ' ')" = "answers.json evil.conf victim.asok victim.log " ]
   kill -0 "$io_pid"      # LUN 0's fio loop is still running
   echo "victim files untouched, I/O still running"
@@ -251,6 +252,55 @@ osd_bounce() {  # the OSD's own command line, from cluster.json's pid
 }
 check osd_restart_no_data_lost osd_bounce
 check osd_restart_fs_intact fs_intact "$disk"
+
+# --- 7b. the worker's cluster client blocklisted during I/O (ceph osd blocklist add) ------
+# its I/O fails ESHUTDOWN: BUSY (retried), a new client, its own stale entry removed,
+# the dead client's lock broken before the next write (the same device's predecessor)
+blocklisted() (
+  set -e
+  local n0 addr f t0; n0=$(($(wc -l <"$DLOG") + 1))
+  addr=$(rbd status rbd/img0 --format json | python3 -c \
+    'import json, sys; print(json.load(sys.stdin)["watchers"][0]["address"])')
+  echo "the worker's client: $addr"
+  fio_verify "$disk" 32M --bs=64k --offset=1650M >/tmp/fio-bl.log 2>&1 & f=$!
+  sleep 5
+  kill -0 "$f"
+  ceph osd blocklist add "$addr"; t0=$(date +%s)
+  wait "$f" || { cat /tmp/fio-bl.log; exit 1; }
+  cat /tmp/fio-bl.log
+  for _ in $(seq 60); do log_since "$n0" | grep -q 'serving again as a non-owner' && break; sleep 1; done
+  log_since "$n0" | grep -E 'reopening|serving again|owns the lock' | tr -s ' ' | cut -c1-200
+  log_since "$n0" | grep -q 'serving again as a non-owner'
+  if ceph osd blocklist ls 2>/dev/null | grep -F "$addr"; then
+    echo "its stale blocklist entry is still there"; exit 1
+  fi
+  echo "served again $(( $(date +%s) - t0 )) s after the blocklist"
+)
+check blocklisted_client_reopens_and_serves blocklisted
+
+# --- a long VERIFY (one command over the whole LUN, BYTCHK=0) ends at a LUN reset --------
+# (attrib/tmr_notification=1: the reset reaches the handler, which stops the command at
+# its next step instead of LIO waiting for all of it)
+verify_reset() (
+  set -e
+  local blocks n0 v t0 t1; n0=$(($(wc -l <"$DLOG") + 1))
+  blocks=$(( $(blockdev --getsize64 "$disk") / 512 ))
+  echo "tmr_notification=$(cat "$bsdir/attrib/tmr_notification")"
+  sg_verify --16 --lba=0 --count="$blocks" --bpc="$blocks" -v "$disk" >/tmp/verify.log 2>&1 & v=$!
+  sleep 3
+  kill -0 "$v" || { cat /tmp/verify.log; echo "VERIFY ended before the reset: nothing tested"; exit 1; }
+  t0=$(date +%s.%N)
+  sg_reset -d "$disk" || true
+  timeout 30 tail --pid="$v" -f /dev/null
+  t1=$(date +%s.%N)
+  wait "$v" || true
+  cat /tmp/verify.log
+  log_since "$n0" | grep -E 'task management' | tr -s ' ' | cut -c1-200
+  log_since "$n0" | grep -q 'task management 5 '       # LUN RESET reached the handler
+  awk -v a="$t0" -v b="$t1" 'BEGIN{d=b-a; printf "VERIFY ended %.1f s after the reset\n", d; exit !(d < 10)}'
+  dd_roundtrip "$disk" 1920                              # and the LUN serves on
+)
+check long_verify_ends_at_lun_reset verify_reset
 
 # --- 8. bad configurations fail fast with the daemon's message ----------------------------
 bad_create() {  # cfgstring expected-message-regex  (CheckConfig refuses it)
