@@ -266,8 +266,7 @@ class Portal:
         return ":" in self.ip
 
     @property
-    def loopback(self) -> bool:
-        """Only this host reaches it (127.0.0.0/8, ::1)."""
+    def loopback(self) -> bool:   # only this host reaches it (127.0.0.0/8, ::1)
         return ipaddress.ip_address(self.ip).is_loopback
 
     def __str__(self) -> str:
