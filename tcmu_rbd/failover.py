@@ -437,6 +437,7 @@ class Failover:
         old, self._old = getattr(self, "_old", None), None
         if old is not None:
             old.close()
+        self._release_dead_lock(old_addr)
         self._unblocklist(old_addr)
         for m in disabled:
             self.dev.enable_tpg(m, True)
@@ -446,6 +447,20 @@ class Failover:
         self._register()
         self._publish()
         log.info("%s: serving again as a non-owner (client %s)", self.dev.label, self._addr)
+
+    def _release_dead_lock(self, addr: str) -> None:
+        """Our previous client still holds the lock when the cluster (not a peer's
+        takeover) blocklisted it: break it now, while that client is fenced anyway,
+        so that the next write acquires instead of breaking it again, which would
+        blocklist the address once more after we removed the entry."""
+        try:
+            if addr and self.backend.lock_owner() == addr:
+                self.backend.break_lock(addr)
+                log.info("%s: released the lock of our blocklisted client %s", self.dev.label,
+                         addr)
+        except OSError as e:
+            log.warning("%s: cannot break the lock of our old client %s: %s", self.dev.label,
+                        addr, e)
 
     def _unblocklist(self, addr: str) -> None:
         """Our previous client's blocklist entry, which would otherwise stay

@@ -333,3 +333,26 @@ def test_stop_does_not_wait_for_a_thread_inside_configfs_and_no_cluster_call_fol
     f._thread.join(5)
     assert not f._thread.is_alive()
     assert b.calls[n:] == []                       # nothing touched the closed image
+
+
+def test_client_blocklisted_by_the_cluster_reopens_and_leaves_no_stale_entry(two_gateways):
+    """`ceph osd blocklist add` of the owner's client (no peer took the lock): the
+    worker reopens, and the next write acquires the lock without blocklisting its old
+    address again, so no entry of ours is left behind."""
+    gw = two_gateways("gw1", peers=False)
+    assert gw.owner
+    old = gw.backend.client_addr()
+    rc, _, status = gw.backend.mon_command({"prefix": "osd blocklist", "blocklistop": "add",
+                                            "addr": old})
+    assert rc == 0, status
+    gw.backend.wait_for_osdmap()
+    gw.io_error(-errno.ESHUTDOWN)              # as the first failed write would report
+    h = FakeHandler(gw.backend)
+    assert _wait(lambda: gw.swap_ready)
+    gw.swap(h)
+    assert _wait(lambda: gw._reopen_why is None)
+    assert gw.backend.lock_owner() != old      # the dead client's lock is gone
+    gw.may_write()
+    assert _wait(lambda: gw.owner)
+    blocklist = gw.backend.mon_command({"prefix": "osd blocklist ls", "format": "json"})[1]
+    assert old not in blocklist, blocklist
