@@ -187,18 +187,21 @@ checkconfig_as_nobody() (
     "$(cat "$REPO/lab/tcmu_rbd_lab/checkconfig_flood.py")" system \
     "rbd/rbd/img0;conf=$d/evil.conf" 100 >"$d/answers.json" & local flood=$!
   sleep 1
+  # (a check runs in an || context, where set -e does nothing: every step says || exit)
   timeout 20 dbus-send --system --print-reply --reply-timeout=15000 \
     --dest=org.kernel.TCMUService1 /org/kernel/TCMUService1/rbd \
-    org.kernel.TCMUService1.CheckConfig "string:rbd/rbd/img0;conf=$CEPH_CONF" | grep -q 'boolean true'
+    org.kernel.TCMUService1.CheckConfig "string:rbd/rbd/img0;conf=$CEPH_CONF" \
+    | grep -q 'boolean true' || { echo "root's CheckConfig failed during the flood"; exit 1; }
   echo "root's CheckConfig answered during the flood"
-  wait "$flood"
+  wait "$flood" || { echo "the flood client failed"; exit 1; }
   python3 -c 'import json, sys; a = json.load(open(sys.argv[1])); print(len(a), "answers:",
     sorted({m for _, m in a})); sys.exit(len(a) != 100 or any(ok is None for ok, _ in a))' \
-    "$d/answers.json"
-  [ "$(cat "$d/victim.log")" = precious ]
-  [ "$(cat "$d/victim.asok")" = precious ]
-  [ "$(ls "$d" | sort | tr '\n' ' ')" = "answers.json evil.conf victim.asok victim.log " ]
-  kill -0 "$io_pid"      # LUN 0's fio loop is still running
+    "$d/answers.json" || exit 1
+  [ "$(cat "$d/victim.log")" = precious ] || { echo "victim.log changed"; exit 1; }
+  [ "$(cat "$d/victim.asok")" = precious ] || { echo "victim.asok changed"; exit 1; }
+  [ "$(ls "$d" | sort | tr '\n' ' ')" = "answers.json evil.conf victim.asok victim.log " ] \
+    || { ls -la "$d"; echo "files appeared or went"; exit 1; }
+  kill -0 "$io_pid" || { echo "LUN 0's fio loop stopped"; exit 1; }
   echo "victim files untouched, I/O still running"
 )
 check checkconfig_as_nobody_under_io checkconfig_as_nobody
@@ -264,15 +267,19 @@ blocklisted() (
   echo "the worker's client: $addr"
   fio_verify "$disk" 32M --bs=64k --offset=1650M >/tmp/fio-bl.log 2>&1 & f=$!
   sleep 5
-  kill -0 "$f"
-  ceph osd blocklist add "$addr"
+  # (a check runs in an || context, where set -e does nothing: every step says || exit)
+  [ -n "$addr" ] || exit 1
+  kill -0 "$f" || { cat /tmp/fio-bl.log; echo "fio ended before the blocklist"; exit 1; }
+  ceph osd blocklist add "$addr" || exit 1
   wait "$f" || { cat /tmp/fio-bl.log; exit 1; }
   cat /tmp/fio-bl.log
   for _ in $(seq 60); do log_since "$n0" | grep -q 'serving again as a non-owner' && break; sleep 1; done
-  log_since "$n0" | grep -q 'serving again as a non-owner'
-  dd_roundtrip "$disk" 1930            # a write after the reopen: the lock is taken back
-  log_since "$n0" | grep -E 'reopening|serving again|owns the lock' | tr -s ' ' | cut -c1-200
-  log_since "$n0" | grep -q 'owns the lock (break'
+  dd_roundtrip "$disk" 1930 || exit 1   # a write after the reopen: the lock is taken back
+  log_since "$n0" | grep -E 'reopening|released the lock|serving again|owns the lock' \
+    | tr -s ' ' | cut -c1-200
+  log_since "$n0" | grep -q 'serving again as a non-owner' || { echo "not served again"; exit 1; }
+  # its dead client's lock released at the reopen: the write acquires, no second blocklist
+  log_since "$n0" | grep -q 'owns the lock (acquire' || { echo "lock not acquired"; exit 1; }
   if ceph osd blocklist ls 2>/dev/null | grep -F "$addr"; then
     echo "its stale blocklist entry is still there"; exit 1
   fi
@@ -292,13 +299,15 @@ verify_reset() (
   kill -0 "$v" || { cat /tmp/verify.log; echo "VERIFY ended before the reset: nothing tested"; exit 1; }
   t0=$(date +%s.%N)
   sg_reset -d "$disk" || true
-  timeout 30 tail --pid="$v" -f /dev/null
+  timeout 30 tail --pid="$v" -f /dev/null || { echo "VERIFY still running 30 s after the reset"; exit 1; }
   t1=$(date +%s.%N)
   wait "$v" || true
   cat /tmp/verify.log
   log_since "$n0" | grep -E 'task management' | tr -s ' ' | cut -c1-200
-  log_since "$n0" | grep -q 'task management 5 '       # LUN RESET reached the handler
-  awk -v a="$t0" -v b="$t1" 'BEGIN{d=b-a; printf "VERIFY ended %.1f s after the reset\n", d; exit !(d < 10)}'
+  # (a check runs in an || context, where set -e does nothing: every step says || exit)
+  log_since "$n0" | grep -q 'task management 5 ' || { echo "no LUN RESET in the log"; exit 1; }
+  awk -v a="$t0" -v b="$t1" 'BEGIN{d=b-a; printf "VERIFY ended %.1f s after the reset\n", d; exit !(d < 10)}' \
+    || exit 1
   dd_roundtrip "$disk" 1920                              # and the LUN serves on
 )
 check long_verify_ends_at_lun_reset verify_reset
