@@ -159,7 +159,7 @@ class Worker:
             raise
         log.info("%s: serving %s, %d blocks of %d bytes%s", dev.label, cfg.display(),
                  lun.num_blocks, block, " (read-only snapshot)" if backend.read_only else "")
-        if getattr(backend, "volatile_cache", False):
+        if backend.volatile_cache:
             log.warning("%s: rbd_cache is on in the rbd config of the image or its pool, so "
                         "librbd caches writes: %s (`rbd config image rm %s rbd_cache`, or "
                         "pool rm, turns it off)", dev.label,

@@ -25,6 +25,7 @@ class Backend(abc.ABC):
     size: int = 0              # bytes
     read_only: bool = False
     granularity: int = 4096    # deallocation granularity in bytes (rbd: object size)
+    volatile_cache: bool = False   # a cache of its own that loses completed writes
     name: str = ""
 
     def __init__(self):

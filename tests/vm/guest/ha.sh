@@ -9,24 +9,12 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-REPO=${TCMU_RBD_REPO:?}
-INIT=iqn.2024-01.org.tcmu-rbd.lab:initiator
-T=iqn.2003-01.org.linux-iscsi.tcmu-rbd-lab:ha
-CFS=/sys/kernel/config/target
+. "$(dirname "$0")/ha_lib.sh"
 GRACE=10
-W=$LAB_DIR/work; mkdir -p "$W"
-policy_args=()
-for p in "$REPO"/packaging/*.conf; do
-  [ -f "$p" ] && grep -q "<busconfig>" "$p" && policy_args+=(--policy "$p")
-done
 
-step ceph_up "$LAB/ceph.sh" up --dir "$LAB_DIR/ceph" --image rbd/ha0=1G -- --mgr
-export CEPH_CONF=$OUT
-step dbus "$LAB/dbus.sh" ${policy_args[@]+"${policy_args[@]}"}
-step kernel_target "$LAB/kernel-target.sh"
+ha_cluster_up
 printf '[rbd]\nlock_grace = %s\n' "$GRACE" >"$W/tcmu-rbd.conf"
 step daemon_start "$LAB/tcmu-daemon.sh" start -- --config "$W/tcmu-rbd.conf"
-. "$(dirname "$0")/ha_lib.sh"
 
 # --- the topology, written once in RADOS and applied by each gateway's sync ------------
 step shared_layout shared_layout

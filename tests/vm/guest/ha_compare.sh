@@ -12,23 +12,11 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-REPO=${TCMU_RBD_REPO:?}
-INIT=iqn.2024-01.org.tcmu-rbd.lab:initiator
-T=iqn.2003-01.org.linux-iscsi.tcmu-rbd-lab:ha
-CFS=/sys/kernel/config/target
-W=$LAB_DIR/work; mkdir -p "$W"
+. "$(dirname "$0")/ha_lib.sh"
 PAIRS=${PAIRS:-2}
 RR_SECONDS=${RR_SECONDS:-30}
 
-policy_args=()
-for p in "$REPO"/packaging/*.conf; do
-  [ -f "$p" ] && grep -q "<busconfig>" "$p" && policy_args+=(--policy "$p")
-done
-step ceph_up "$LAB/ceph.sh" up --dir "$LAB_DIR/ceph" --image rbd/ha0=1G -- --mgr
-export CEPH_CONF=$OUT
-step dbus "$LAB/dbus.sh" ${policy_args[@]+"${policy_args[@]}"}
-step kernel_target "$LAB/kernel-target.sh"
-. "$(dirname "$0")/ha_lib.sh"
+ha_cluster_up
 printf '[rbd]\nlock_grace = 10\n' >"$W/tcmu-rbd.conf"
 step shared_layout shared_layout
 step multipath_up "$LAB/initiator.sh" multipath --policy group_by_prio

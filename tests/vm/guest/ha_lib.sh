@@ -1,7 +1,25 @@
 # Shared by the two-gateway guest scripts (ha.sh: the checks; ha_compare.sh: tcmu-rbd
-# next to tcmu-runner). Sourced after lib.sh; needs REPO, T, CFS, W, CEPH_CONF.
+# next to tcmu-runner). Sourced after lib.sh: the names both use, and ha_cluster_up.
 # The layout: gw1 = TPG 1 on 127.0.0.1:3260, gw2 = TPG 2 on 127.0.0.2:3260, both
 # written once into the shared configuration and applied by each gateway's sync.
+
+REPO=${TCMU_RBD_REPO:?}
+INIT=iqn.2024-01.org.tcmu-rbd.lab:initiator
+T=iqn.2003-01.org.linux-iscsi.tcmu-rbd-lab:ha
+CFS=/sys/kernel/config/target
+W=$LAB_DIR/work; mkdir -p "$W"
+
+ha_cluster_up() {  # steps: Ceph with a mgr, the system D-Bus with our policy, LIO
+  local policy_args=() p
+  for p in "$REPO"/packaging/*.conf; do
+    [ -f "$p" ] && grep -q "<busconfig>" "$p" && policy_args+=(--policy "$p")
+  done
+  step ceph_up "$LAB/ceph.sh" up --dir "$LAB_DIR/ceph" --image rbd/ha0=1G -- --mgr
+  export CEPH_CONF=$OUT
+  CFGARGS=(--conf "$CEPH_CONF")
+  step dbus "$LAB/dbus.sh" ${policy_args[@]+"${policy_args[@]}"}
+  step kernel_target "$LAB/kernel-target.sh"
+}
 
 wait_until() {  # secs what cmd...: poll until cmd succeeds
   local secs=$1 what=$2; shift 2
@@ -12,7 +30,6 @@ wait_until() {  # secs what cmd...: poll until cmd succeeds
   done
 }
 supervisor_pid() { pgrep -f -- "-m tcmu_rbd --foreground" | head -1; }
-CFGARGS=(--conf "$CEPH_CONF")
 shared_layout() {  # the two gateways and the export, in RADOS
   targetcli-rbd gateway add gw1 --portal 127.0.0.1:3260 --tag 1 "${CFGARGS[@]}" &&
   targetcli-rbd gateway add gw2 --portal 127.0.0.2:3260 --tag 2 "${CFGARGS[@]}" &&
