@@ -340,16 +340,11 @@ class Handler:
         b = self.backend
         if kind == scsi.COMPARE_AND_WRITE:
             b.compare_and_write(tag, op[1], op[2], c.iov, c.iov_cnt)
-        elif kind == scsi.WRITE_ZEROES:
-            self._start_steps(cid, self._pieces(kind, op[1], op[2], b.write_zeroes))
-        elif kind == scsi.WRITE_SAME:
-            self._start_steps(cid, self._pieces(
-                kind, op[1], op[2],
-                lambda t, o, n: self.backend.write_same(t, o, n, c.iov, c.iov_cnt, op[3])))
         elif kind == scsi.GET_LBA_STATUS:
             self._lba_status(cid, c, op[1], op[2])
         else:
-            gen = {scsi.UNMAP: self._unmap, scsi.VERIFY: self._verify,
+            gen = {scsi.WRITE_ZEROES: self._zeroes, scsi.WRITE_SAME: self._write_same,
+                   scsi.UNMAP: self._unmap, scsi.VERIFY: self._verify,
                    scsi.WRITE_VERIFY: self._write_verify, scsi.COPY: self._copy}.get(kind)
             if gen is None:
                 self._answer(cid, c, CHECK_CONDITION, _SENSE_INTERNAL, None)
@@ -403,11 +398,21 @@ class Handler:
         # zeroes, not a discard: librbd drops the parts of a discard smaller
         # than its granularity, and LBPRZ promises they read back zero
         for off, length in op[1]:
-            res = yield from self._pieces(scsi.UNMAP, off, length,
-                                          lambda t, o, n: self.backend.write_zeroes(t, o, n))
+            res = yield from self._pieces(scsi.UNMAP, off, length, self._zero)
             if res[0] != GOOD:
                 return res
         return GOOD, None
+
+    def _zeroes(self, c, op):
+        return (yield from self._pieces(scsi.WRITE_ZEROES, op[1], op[2], self._zero))
+
+    def _zero(self, tag, off, n):
+        self.backend.write_zeroes(tag, off, n)
+
+    def _write_same(self, c, op):
+        return (yield from self._pieces(
+            scsi.WRITE_SAME, op[1], op[2],
+            lambda t, o, n: self.backend.write_same(t, o, n, c.iov, c.iov_cnt, op[3])))
 
     def _pieces(self, kind, off, length, submit):
         """A range op (zeroes, WRITE SAME) in pieces of at most PIECE bytes, one
