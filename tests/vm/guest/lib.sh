@@ -36,18 +36,24 @@ _record() {  # kind name rc seconds
     echo "FAIL $1 $2 rc=$3 (${4}s)"; sed 's/^/    | /' "$_t/out" "$_t/err" | tail -n 30; fi
 }
 
-_run() {  # kind name cmd...
+_run() {  # kind name cmd...: sets RUN_RC, returns 0
+  # The command runs in a subshell with set -e and outside any || or && list:
+  # bash ignores set -e in everything called from such a list (even a subshell
+  # that sets it again), which would let a check fail only on its last command.
   local kind=$1 name=$2; shift 2
-  local t0=$EPOCHREALTIME rc=0
-  "$@" >"$_t/out" 2>"$_t/err" </dev/null || rc=$?
+  local t0=$EPOCHREALTIME errexit=
+  case $- in *e*) errexit=1 ;; esac
+  set +e
+  ( set -e; "$@" ) >"$_t/out" 2>"$_t/err" </dev/null
+  RUN_RC=$?
+  [ -n "$errexit" ] && set -e
   local secs; secs=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.2f", b-a}')
   OUT=$(cat "$_t/out")
-  _record "$kind" "$name" "$rc" "$secs"
-  return "$rc"
+  _record "$kind" "$name" "$RUN_RC" "$secs"
 }
 
-step() { _run step "$@" || { echo "step $1 failed: ending the guest script"; exit 1; }; }
-check() { _run check "$@" || true; }
+step() { _run step "$@"; [ "$RUN_RC" -eq 0 ] || { echo "step $1 failed: ending the guest script"; exit 1; }; }
+check() { _run check "$@"; }
 
 # assertion helpers for checks
 expect_eq() { [ "$1" = "$2" ] || { echo "expected [$2], got [$1]" >&2; return 1; }; echo "$1"; }
