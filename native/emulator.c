@@ -3,7 +3,9 @@
  *
  * Belongs here: what target_core_user.c does with the ring and the data
  * area, step for step where it matters (free space, PAD, block allocation,
- * the cmd_tail checks that break the ring).  Not here: the handler side
+ * the cmd_tail checks that break the ring), and what a hostile-ring test
+ * needs of the kernel's side: the handler's mapping between guard pages, a
+ * field rewritten under the handler's reads.  Not here: the handler side
  * (ring.c), whose behaviour this checks.
  */
 #define _GNU_SOURCE
@@ -464,4 +466,55 @@ void emu_reset_ring(struct emu *e)
     store_release(e->base, MB_TAIL_OFF, 0);
     store_release(e->base, MB_HEAD_OFF, 0);
     e->broken = 0;
+}
+
+/*
+ * The handler's view of the first len bytes of the mapping, as a test gives
+ * it to the engine: the memfd mapped between two PROT_NONE guard pages, so
+ * any touch outside [base, base + len) faults instead of landing in whatever
+ * happens to be mapped next to it (to the page: when len is not a multiple
+ * of the page size, the rest of its last page is the memfd's).
+ */
+void *emu_map_guarded(struct emu *e, uint64_t len)
+{
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE), span = (len + page - 1) / page * page;
+    uint8_t *g, *m;
+
+    if (!len || len > e->size) {
+        errno = EINVAL;
+        return NULL;
+    }
+    g = mmap(NULL, span + 2 * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (g == MAP_FAILED)
+        return NULL;
+    m = mmap(g + page, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, e->memfd, 0);
+    if (m == MAP_FAILED) {
+        int err = errno;
+        munmap(g, span + 2 * page);
+        errno = err;
+        return NULL;
+    }
+    return m;
+}
+
+int emu_unmap_guarded(void *base, uint64_t len)
+{
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE), span = (len + page - 1) / page * page;
+    return munmap((uint8_t *)base - page, span + 2 * page) ? -errno : 0;
+}
+
+/*
+ * A kernel that keeps rewriting a field while the handler reads it: store a
+ * and b in turn into the u32 at mapping offset off until *stop (called from
+ * a thread of its own; cffi releases the GIL).
+ */
+void emu_scribble(struct emu *e, uint64_t off, uint32_t a, uint32_t b, const int *stop)
+{
+    uint32_t *p = (uint32_t *)(e->base + off);
+
+    if (off % 4 || off + 4 > e->size)
+        return;
+    for (uint32_t i = 0; !__atomic_load_n(stop, __ATOMIC_RELAXED); i++)
+        if (i % 32 == 0)        /* each value stays for a while: both are seen */
+            __atomic_store_n(p, i & 32 ? b : a, __ATOMIC_RELAXED);
 }

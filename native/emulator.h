@@ -7,6 +7,10 @@
  * completions reaped as tcmu_handle_completions() does, and `broken` set
  * exactly when the kernel would set TCMU_DEV_BIT_BROKEN.
  *
+ * Hostile-ring tests also get the handler's view of the mapping between
+ * PROT_NONE guard pages (emu_map_guarded: a touch outside it faults) and a
+ * kernel that rewrites a field while the handler reads it (emu_scribble).
+ *
  * Belongs here: the producer side of the ring.  Not here: anything the
  * handler runs on a gateway (ring.c is the consumer side); nothing in
  * tcmu_rbd/ calls emu_*.
@@ -70,5 +74,8 @@ int  emu_take_done(struct emu *e, uint16_t *out, int max);
 uint64_t emu_data_copy(struct emu *e, uint16_t cmd_id, int to_cmd, uint8_t *buf, uint64_t len, uint32_t first_iov);
 void emu_reset_ring(struct emu *e);
 uint32_t emu_ring_free(struct emu *e);
+void *emu_map_guarded(struct emu *e, uint64_t len);
+int  emu_unmap_guarded(void *base, uint64_t len);
+void emu_scribble(struct emu *e, uint64_t off, uint32_t a, uint32_t b, const int *stop);
 
 #endif

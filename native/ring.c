@@ -2,7 +2,9 @@
  * The TCMU ring, handler side; see ring.h.
  *
  * Belongs here: mapping, taking entries (with the checks that keep a hostile
- * or corrupt ring from making us touch memory outside our data area),
+ * or corrupt ring from making us touch memory outside our data area, or
+ * answer into memory outside the entry: every field of the mailbox and of an
+ * entry is read once, with READ_ONCE, and only the checked local is used),
  * completing out of order, the doorbell.  Not here: the kernel's side
  * (emulator.c), iovec copies (iovec.c), anything about SCSI or I/O.
  */
@@ -46,17 +48,40 @@ int tr_munmap(void *addr, uint64_t size)
     return munmap(addr, size) ? -errno : 0;
 }
 
+/* Where an entry may start: inside the ring, on an 8-byte boundary. */
+static int ring_pos_ok(const struct tr_ring *r, uint32_t pos)
+{
+    return pos < r->cmdr_size && pos % 8 == 0;
+}
+
+/* Take from cmd_tail on; -EPROTO if cmd_head or cmd_tail cannot be where an
+ * entry starts (the kernel keeps both there, and zeroes them at a reset). */
+static int resync(struct tr_ring *r)
+{
+    uint32_t head = load_acquire(r->base, MB_HEAD_OFF), tail = load_acquire(r->base, MB_TAIL_OFF);
+
+    if (!ring_pos_ok(r, head) || !ring_pos_ok(r, tail))
+        return -EPROTO;
+    r->next = tail;
+    return 0;
+}
+
 struct tr_ring *tr_open(void *base, uint64_t size, int fd)
 {
     const struct tcmu_mailbox *mb = base;
     struct tr_ring *r;
+    uint16_t version;
+    uint32_t cmdr_off, cmdr_size;
 
-    if (size < sizeof(*mb) || mb->version != TCMU_MAILBOX_VERSION) {
+    if (size < sizeof(*mb)) {
         errno = EPROTO;
         return NULL;
     }
-    if (mb->cmdr_off < sizeof(*mb) || mb->cmdr_size < 512 || mb->cmdr_size % 8 ||
-        (uint64_t)mb->cmdr_off + mb->cmdr_size > size) {
+    version = READ_ONCE(mb->version);
+    cmdr_off = READ_ONCE(mb->cmdr_off);
+    cmdr_size = READ_ONCE(mb->cmdr_size);
+    if (version != TCMU_MAILBOX_VERSION || cmdr_off < sizeof(*mb) || cmdr_size < 512 ||
+        cmdr_size % 8 || (uint64_t)cmdr_off + cmdr_size > size) {
         errno = EPROTO;
         return NULL;
     }
@@ -73,13 +98,17 @@ struct tr_ring *tr_open(void *base, uint64_t size, int fd)
     }
     r->base = base;
     r->size = size;
-    r->cmdr_off = mb->cmdr_off;
-    r->cmdr_size = mb->cmdr_size;
-    r->data_off = (uint64_t)mb->cmdr_off + mb->cmdr_size;
-    r->version = mb->version;
-    r->flags = mb->flags;
+    r->cmdr_off = cmdr_off;
+    r->cmdr_size = cmdr_size;
+    r->data_off = (uint64_t)cmdr_off + cmdr_size;
+    r->version = version;
+    r->flags = READ_ONCE(mb->flags);
     r->fd = fd;
-    r->next = load_acquire(r->base, MB_TAIL_OFF) % r->cmdr_size;
+    if (resync(r) < 0) {
+        tr_close(r);
+        errno = EPROTO;
+        return NULL;
+    }
     return r;
 }
 
@@ -100,41 +129,39 @@ uint32_t tr_load_head(struct tr_ring *r) { return load_acquire(r->base, MB_HEAD_
 uint32_t tr_load_tail(struct tr_ring *r) { return load_acquire(r->base, MB_TAIL_OFF); }
 
 /* Forget every outstanding command and resynchronise with the mailbox:
- * after action/reset_ring the kernel has failed them and zeroed head/tail. */
-void tr_forget_all(struct tr_ring *r)
+ * after action/reset_ring the kernel has failed them and zeroed head/tail.
+ * Returns 0, or -EPROTO for a cmd_head or cmd_tail no entry can start at. */
+int tr_forget_all(struct tr_ring *r)
 {
     for (uint32_t i = 0; i < TCMU_IDS; i++)
         r->cmds[i].outstanding = 0;
     r->slot_rd = r->slot_n = 0;
     r->outstanding = 0;
     r->dirty = 0;
-    r->next = load_acquire(r->base, MB_TAIL_OFF) % r->cmdr_size;
+    return resync(r);
 }
 
-/* Copy one CMD entry's CDB and iovecs out of the ring into cmds[id]. */
+/* Copy one CMD entry's CDB and iovecs out of the ring into cmds[id]; the
+ * entry (len bytes, at least a struct tcmu_cmd_entry) is in the ring. */
 static void take_cmd(struct tr_ring *r, uint32_t off, uint32_t len, uint16_t id)
 {
     struct tcmu_cmd_entry *ent = (void *)(r->base + r->cmdr_off + off);
     struct tr_cmd *c = &r->cmds[id];
     uint64_t ent_start = (uint64_t)r->cmdr_off + off, ent_end = ent_start + len;
-    uint64_t total, cdb_off, cdb_len, avail;
+    uint32_t iov_cnt = READ_ONCE(ent->req.iov_cnt), bidi_cnt = READ_ONCE(ent->req.iov_bidi_cnt);
+    uint64_t total = (uint64_t)iov_cnt + bidi_cnt + READ_ONCE(ent->req.iov_dif_cnt);
+    uint64_t cdb_off = READ_ONCE(ent->req.cdb_off), cdb_len, avail;
 
     c->bad = 0;
     c->iov_cnt = c->bidi_cnt = 0;
     c->data_len = 0;
     c->cdb_len = 0;
     memset(c->cdb, 0, sizeof(c->cdb));
-    if (len < REQ_IOV_OFF) {
-        c->bad = TR_BAD_ENTRY;
-        return;
-    }
-    total = (uint64_t)ent->req.iov_cnt + ent->req.iov_bidi_cnt + ent->req.iov_dif_cnt;
     if (REQ_IOV_OFF + 16 * total > len) {
         c->bad = TR_BAD_ENTRY;
         return;
     }
     /* The kernel writes the CDB inside the entry, after the iovecs. */
-    cdb_off = ent->req.cdb_off;
     if (cdb_off < ent_start + REQ_IOV_OFF + 16 * total || cdb_off >= ent_end) {
         c->bad = TR_BAD_CDB;
         return;
@@ -142,15 +169,16 @@ static void take_cmd(struct tr_ring *r, uint32_t off, uint32_t len, uint16_t id)
     avail = ent_end - cdb_off;
     if (avail > sizeof(c->cdb))
         avail = sizeof(c->cdb);
-    cdb_len = cdb_length(r->base + cdb_off, avail);
+    memcpy(c->cdb, r->base + cdb_off, avail);   /* once: the length is the copy's */
+    cdb_len = cdb_length(c->cdb, avail);
     if (cdb_len == 0 || cdb_len > avail) {
         /* keep what we can see so the SCSI layer can name the opcode */
-        memcpy(c->cdb, r->base + cdb_off, avail < 16 ? avail : 16);
         c->cdb_len = avail < 16 ? avail : 16;
+        memset(c->cdb + c->cdb_len, 0, sizeof(c->cdb) - c->cdb_len);
         c->bad = TR_BAD_CDB;
         return;
     }
-    memcpy(c->cdb, r->base + cdb_off, cdb_len);
+    memset(c->cdb + cdb_len, 0, sizeof(c->cdb) - cdb_len);
     c->cdb_len = (uint8_t)cdb_len;
 
     if (total > c->iov_cap) {
@@ -163,8 +191,8 @@ static void take_cmd(struct tr_ring *r, uint32_t off, uint32_t len, uint16_t id)
         c->iov_cap = (uint32_t)total;
     }
     for (uint32_t i = 0; i < total; i++) {
-        uint64_t b = (uint64_t)(uintptr_t)ent->req.iov[i].iov_base;
-        uint64_t l = ent->req.iov[i].iov_len;
+        uint64_t b = (uint64_t)(uintptr_t)READ_ONCE(ent->req.iov[i].iov_base);
+        uint64_t l = READ_ONCE(ent->req.iov[i].iov_len);
         /* Only ever touch our own mapping's data area. */
         if (b < r->data_off || b > r->size || l > r->size - b) {
             c->bad = TR_BAD_IOV;
@@ -172,43 +200,47 @@ static void take_cmd(struct tr_ring *r, uint32_t off, uint32_t len, uint16_t id)
         }
         c->iov[i].iov_base = r->base + b;
         c->iov[i].iov_len = l;
-        if (i < ent->req.iov_cnt)
+        if (i < iov_cnt)
             c->data_len += l;
     }
-    c->iov_cnt = ent->req.iov_cnt;
-    c->bidi_cnt = ent->req.iov_bidi_cnt;
+    c->iov_cnt = iov_cnt;
+    c->bidi_cnt = bidi_cnt;
 }
 
 /*
  * Take new entries between the consume cursor and cmd_head.  CMD entries
  * become outstanding commands (their slots are queued for out-of-order
  * completion), TMR entries are reported, PAD is skipped, anything else gets
- * UNKNOWN_OP.  Returns the number of events, or -EPROTO if the ring itself is
- * corrupt (an entry that would run past the end of the ring).
+ * UNKNOWN_OP (the kernel fails it): another type, a CMD entry too short for
+ * the answer that would go into its slot, a CMD entry whose cmd_id is still
+ * outstanding (the first command keeps its record).  Returns the number of
+ * events, or -EPROTO if the ring itself is corrupt (cmd_head where no entry
+ * can start, an entry that would run past the end of the ring or past
+ * cmd_head).
  */
 int tr_take(struct tr_ring *r, struct tr_event *ev, int max)
 {
     uint32_t head = load_acquire(r->base, MB_HEAD_OFF);
-    int n = 0;
+    int n = 0, corrupt = 0;
 
     r->tmr_used = 0;
-    if (head >= r->cmdr_size || head % 8)
+    if (!ring_pos_ok(r, head))
         return -EPROTO;
     while (r->next != head && n < max) {
         uint32_t off = r->next;
         struct tcmu_cmd_entry_hdr *h = (void *)(r->base + r->cmdr_off + off);
-        uint32_t len = tcmu_hdr_get_len(h->len_op);
-        uint32_t op = tcmu_hdr_get_op(h->len_op);
+        uint32_t len_op = READ_ONCE(h->len_op);
+        uint32_t len = tcmu_hdr_get_len(len_op), op = tcmu_hdr_get_op(len_op);
+        uint64_t to_head = ((uint64_t)head + r->cmdr_size - off) % r->cmdr_size;
+        uint16_t id = READ_ONCE(h->cmd_id);
 
-        if (len < sizeof(*h) || len % 8 || len > r->cmdr_size - off)
-            return n ? n : -EPROTO;
-        if (op == TCMU_OP_CMD) {
-            uint16_t id = h->cmd_id;
-            if (r->slot_n >= TCMU_IDS)
-                break;
+        if (len < sizeof(*h) || len % 8 || len > r->cmdr_size - off || len > to_head) {
+            corrupt = 1;    /* what came before it is still taken (and released) */
+            break;
+        }
+        if (op == TCMU_OP_CMD && len >= sizeof(struct tcmu_cmd_entry) && !r->cmds[id].outstanding) {
             take_cmd(r, off, len, id);
-            if (!r->cmds[id].outstanding)
-                r->outstanding++;
+            r->outstanding++;
             r->cmds[id].outstanding = 1;
             r->slots[(r->slot_rd + r->slot_n) % TCMU_IDS] = off;
             r->slot_n++;
@@ -221,7 +253,7 @@ int tr_take(struct tr_ring *r, struct tr_event *ev, int max)
             struct tcmu_tmr_entry *t = (void *)h;
             uint32_t cnt = 0;
             if (len >= TMR_IDS_OFF) {
-                cnt = t->cmd_cnt;
+                cnt = READ_ONCE(t->cmd_cnt);
                 if (cnt > (len - TMR_IDS_OFF) / 2)
                     cnt = (len - TMR_IDS_OFF) / 2;
             }
@@ -229,11 +261,11 @@ int tr_take(struct tr_ring *r, struct tr_event *ev, int max)
                 break;
             ev[n].kind = TR_EV_TMR;
             ev[n].cmd_id = 0;
-            ev[n].tmr_type = len >= TMR_IDS_OFF ? t->tmr_type : 0;
+            ev[n].tmr_type = len >= TMR_IDS_OFF ? READ_ONCE(t->tmr_type) : 0;
             ev[n].tmr_first = r->tmr_used;
             ev[n].tmr_count = cnt;
             for (uint32_t i = 0; i < cnt; i++)
-                r->tmr_ids[r->tmr_used++] = t->cmd_ids[i];
+                r->tmr_ids[r->tmr_used++] = READ_ONCE(t->cmd_ids[i]);
             n++;
         } else if (op != TCMU_OP_PAD) {
             h->uflags |= TCMU_UFLAG_UNKNOWN_OP;
@@ -245,7 +277,7 @@ int tr_take(struct tr_ring *r, struct tr_event *ev, int max)
         store_release(r->base, MB_TAIL_OFF, r->next);
         r->dirty = 1;
     }
-    return n;
+    return n || !corrupt ? n : -EPROTO;
 }
 
 /*

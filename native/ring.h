@@ -81,7 +81,7 @@ int  tr_complete(struct tr_ring *r, uint16_t cmd_id, uint8_t status,
                  const uint8_t *sense, uint32_t sense_len,
                  uint8_t uflags, uint32_t read_len);
 int  tr_kick(struct tr_ring *r);
-void tr_forget_all(struct tr_ring *r);
+int  tr_forget_all(struct tr_ring *r);
 uint32_t tr_load_head(struct tr_ring *r);
 uint32_t tr_load_tail(struct tr_ring *r);
 

@@ -5,7 +5,8 @@
  * offsets the kernel's structs hide behind flexible arrays.
  *
  * Belongs here: what ring.c (handler side) and emulator.c (kernel side)
- * both read of the ABI.  Not here: anything either side does with it.
+ * both read of the ABI, and how one side reads what the other writes.
+ * Not here: anything either side does with it.
  * Internal to native/: not in build_native.py's HEADERS, so not in the cdef
  * (it has macros and static inline functions, which cffi's cdef cannot take).
  */
@@ -33,6 +34,11 @@ _Static_assert(offsetof(struct tcmu_cmd_entry, req.cdb_off) == 24, "cdb_off");
 _Static_assert(offsetof(struct tcmu_cmd_entry, rsp.read_len) == 12, "read_len");
 _Static_assert(offsetof(struct tcmu_cmd_entry, rsp.sense_buffer) == 16, "sense");
 _Static_assert(offsetof(struct tcmu_tmr_entry, cmd_ids) == 32, "tmr ids");
+
+/* Any other field of the shared mapping the other side may rewrite at any
+ * time: read it once into a local, check the local and use only that (a
+ * second read may see another value than the one checked). */
+#define READ_ONCE(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 
 /* cmd_head is published by the kernel and cmd_tail by the handler with a
  * release store; the other side reads them with an acquire load. */

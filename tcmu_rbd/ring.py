@@ -63,6 +63,16 @@ class RingError(Exception):
     """The shared area is not a usable TCMU ring (wrong version, corrupt)."""
 
 
+def _mailbox(base, size: int) -> str:
+    """What the mailbox says, for a RingError."""
+    if size < 128:
+        return "a %d-byte mapping is shorter than the mailbox" % size
+    mb = ffi.cast("uint32_t *", base)
+    return ("mailbox version %d, expected %d; cmdr_off %d, cmdr_size %d, cmd_head %d, "
+            "cmd_tail %d in a %d-byte mapping"
+            % (mb[0] & 0xFFFF, lib.TCMU_MAILBOX_VERSION, mb[1], mb[2], mb[3], mb[16], size))
+
+
 class Ring:
     """The handler side of one device's command ring."""
 
@@ -74,9 +84,7 @@ class Ring:
         if self._r == ffi.NULL:
             err = ffi.errno
             if err == errno.EPROTO:
-                raise RingError(
-                    "not a TCMU ring: mailbox version %d, expected %d (or bad ring bounds)"
-                    % (ffi.cast("uint16_t *", base)[0], lib.TCMU_MAILBOX_VERSION))
+                raise RingError("not a TCMU ring: " + _mailbox(base, size))
             raise OSError(err, os.strerror(err))
         self.base = base
         self.size = size
@@ -112,7 +120,8 @@ class Ring:
     def checked(rc: int) -> int:
         """rc of a C call that takes from the ring: -EPROTO means corrupt."""
         if rc == -errno.EPROTO:
-            raise RingError("command ring is corrupt (entry runs past the end of the ring)")
+            raise RingError("command ring is corrupt (cmd_head where no entry starts, or an "
+                            "entry that runs past the end of the ring or past cmd_head)")
         if rc < 0:
             raise OSError(-rc, os.strerror(-rc))
         return rc
@@ -161,8 +170,10 @@ class Ring:
                 "dropped": r.dropped, "outstanding": r.outstanding}
 
     def forget_all(self) -> None:
-        """Drop all state after the kernel reset the ring (action/reset_ring)."""
-        lib.tr_forget_all(self._r)
+        """Drop all state after the kernel reset the ring (action/reset_ring);
+        RingError if cmd_head or cmd_tail is then where no entry can start."""
+        if lib.tr_forget_all(self._r) < 0:
+            raise RingError("not a TCMU ring after the reset: " + _mailbox(self.base, self.size))
 
     def close(self) -> None:
         if getattr(self, "_r", None) is not None:     # (also when __init__ failed)

@@ -9,7 +9,11 @@ tcmu_handle_completions() does, and sets `broken` exactly when the kernel
 would (an unknown or duplicate cmd_id, a tail that runs away).
 
 `ring()` maps the same memfd a second time and returns the real engine's Ring
-over it, so tests drive the production code path, not a copy of it.
+over it, so tests drive the production code path, not a copy of it.  That
+mapping lies between two PROT_NONE guard pages: a read or write of the engine
+outside it is a segfault, not a silent hit on a neighbouring mapping (run
+hostile-ring tests in a child process, see tests/test_ring_hostile.py).
+`scribble()` is a kernel that keeps rewriting one field while the engine reads.
 Fresh Data-In blocks are filled with 0xDB so a test can tell stale bytes from
 bytes the handler wrote.
 """
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from tcmu_rbd._native import ffi, lib
@@ -62,13 +68,20 @@ class Emulator:
         self._rings = []
 
     # -- the handler's view ----------------------------------------------
-    def ring(self) -> Ring:
-        """The production Ring over a second mapping of the same memory."""
-        base = lib.tr_mmap(self._e.memfd, self.size)
+    def ring(self, length: int | None = None) -> Ring:
+        """The production Ring over a second mapping of the same memory,
+        between guard pages.  length: map only the first `length` bytes (a
+        kernel whose map ends there), default all of it."""
+        length = self.size if length is None else length
+        base = lib.emu_map_guarded(self._e, length)
         if base == ffi.NULL:
             raise OSError(ffi.errno, "mmap: " + os.strerror(ffi.errno))
-        ring = Ring(base, self.size, -1, doorbell=self.doorbell, owner=self)
-        self._rings.append((ring, base))
+        try:
+            ring = Ring(base, length, -1, doorbell=self.doorbell, owner=self)
+        except Exception:
+            lib.emu_unmap_guarded(base, length)
+            raise
+        self._rings.append((ring, base, length))
         return ring
 
     # -- kernel side ------------------------------------------------------
@@ -158,6 +171,19 @@ class Emulator:
         lib.emu_reset_ring(self._e)
         self._want_data.clear()
 
+    @contextmanager
+    def scribble(self, off: int, a: int, b: int):
+        """While the block runs, a thread stores a and b in turn into the u32
+        at mapping offset off (a kernel rewriting a field under the engine)."""
+        stop = ffi.new("int *")
+        t = threading.Thread(target=lib.emu_scribble, args=(self._e, off, a, b, stop))
+        t.start()
+        try:
+            yield
+        finally:
+            stop[0] = 1
+            t.join()
+
     @property
     def broken(self) -> bool:
         return bool(self._e.broken)
@@ -183,9 +209,9 @@ class Emulator:
         return ffi.cast("uint32_t *", self._e.base + 64)[0]
 
     def close(self) -> None:
-        for ring, base in self._rings:
+        for ring, base, length in self._rings:
             ring.close()
-            lib.tr_munmap(base, self.size)
+            lib.emu_unmap_guarded(base, length)
         self._rings = []
         if self._e is not None and self._e != ffi.NULL:
             lib.emu_destroy(self._e)
