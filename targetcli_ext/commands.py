@@ -275,7 +275,7 @@ def export_shared(store, o: ExportOptions, gateways: list[str] | None = None, *,
                   environ=None) -> Report:
     """Put an image into the shared configuration as a LUN of ``o.target`` (its CHAP
     secrets into config-key first); every gateway's sync then exports it."""
-    from .plan import check_request
+    from .plan import chap_warnings, check_request
     from .store import DISK_SETTINGS, TARGET_SETTINGS, ChapEntry, secret_key
     from .topology import add_disk
     if not o.target:
@@ -331,6 +331,9 @@ def export_shared(store, o: ExportOptions, gateways: list[str] | None = None, *,
         rep.add(f"{req.image.spec} ({human_size(size)}) is LUN {dk.lun} of {dk.target} on "
                 f"{', '.join(t.gateways)} (owner {dk.owner}, serial {dk.wwn})")
         portals = [cfg.gateways[g].portal for g in t.gateways]
+        if not req.no_chap:
+            for w in chap_warnings([a for a in t.acls if a not in t.chap], portals):
+                rep.add(w)
         rep.add("initiators: log in through every gateway's portal ("
                 + ", ".join(str(p) for p in portals) + ") and use multipath (ALUA)")
         rep.data.update({"image": req.image.spec, "lun": dk.lun, "target": dk.target,

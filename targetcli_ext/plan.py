@@ -364,6 +364,17 @@ def _free(used, what: str) -> int:
     return n
 
 
+def chap_warnings(open_acls, portals) -> tuple[str, ...]:
+    """An initiator name is no secret: ACLs without CHAP guard a LUN only from
+    this host. The warning when such ACLs meet portals other hosts reach."""
+    exposed = [str(p) for p in portals if not p.loopback]
+    if not (open_acls and exposed):
+        return ()
+    return (f"warning: {', '.join(open_acls)} may log in without CHAP on "
+            f"{', '.join(exposed)}, which other hosts reach, by claiming the "
+            f"name: give --chap-user or --auth-file, or --no-chap if this is meant",)
+
+
 def plan_export(req: ExportRequest, state: LioState) -> ExportPlan:
     """The plan for a request from :func:`check_request` against ``state``.
     Raises ExtError when the export is refused."""
@@ -373,14 +384,8 @@ def plan_export(req: ExportRequest, state: LioState) -> ExportPlan:
     wild = [p for p in portals if p.wildcard]
     warnings = (f"warning: portal {wild[0]} listens on every address of this host",) \
         if wild else ()
-    # an initiator name is no secret: ACLs alone guard a LUN only from this host
-    open_acls = [i for i in req.initiators if i not in req.chap]
-    exposed = [str(p) for p in portals if not p.loopback]
-    if open_acls and exposed and not req.no_chap:
-        warnings += (f"warning: {', '.join(open_acls)} may log in without CHAP on "
-                     f"{', '.join(exposed)}, which other hosts reach, by claiming the "
-                     f"name: give --chap-user or --auth-file, or --no-chap if this is "
-                     f"meant",)
+    if not req.no_chap:
+        warnings += chap_warnings([i for i in req.initiators if i not in req.chap], portals)
     have_portals = tpg.portals if tpg else ()
     new_portals = tuple(p for p in portals if p not in have_portals)
 

@@ -101,6 +101,32 @@ def open_backend(dev_config: str, default_osd_op_timeout: float = 30):
     return cfg, open_from_config(trusted_files(cfg), default_osd_op_timeout)
 
 
+def own_command_timeout(dev: TcmuDevice) -> bool:
+    """The daemon, not the kernel, decides when a command has waited too long.
+
+    librbd ends every op after osd_op_timeout and the handler answers BUSY,
+    which initiators retry; the kernel's own timer (attrib/cmd_time_out, 30 s
+    for a stock ``targetcli /backstores/user:rbd create``) fires about as soon
+    and answers NOT READY, LOGICAL UNIT COMMUNICATION FAILURE: an I/O error on
+    the initiator for an OSD outage the cluster rides out.  So it is turned off,
+    as ceph-iscsi and targetcli-rbd do.  The kernel allows that only while the
+    device is not exported (a worker started for a LUN already mapped): then
+    the operator is told.  True when the kernel's timer is off."""
+    secs = dev.attr("cmd_time_out", 0)
+    if secs == 0:
+        return True
+    if dev.set_attr("cmd_time_out", 0):
+        log.info("%s: kernel command timer (%d s) off: librbd's osd_op_timeout ends "
+                 "commands, with BUSY", dev.label, secs)
+        return True
+    log.warning("%s: the kernel fails any command still running after %d s "
+                "(attrib/cmd_time_out) and refuses a change while the device is "
+                "exported: an OSD outage longer than that is an I/O error on the "
+                "initiator. Set cmd_time_out=0 before mapping the LUN (targetcli-rbd "
+                "export does)", dev.label, secs)
+    return False
+
+
 def _send(ctl: socket.socket | None, msg: control.Message) -> None:
     if ctl is not None:
         ctl.sendall(control.encode(msg))
@@ -149,6 +175,7 @@ class Worker:
         # ABORT TASK and LUN RESET reach the handler (TMR entries on the ring), so a
         # long multi-step command (VERIFY, WRITE AND VERIFY, EXTENDED COPY) stops
         dev.set_attr("tmr_notification", 1)
+        own_command_timeout(dev)
         self.handler = Handler(ring, backend, lun, identity=self._refresh_identity, name=dev.label)
         self._refresh_identity(lun)
         try:

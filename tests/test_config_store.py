@@ -384,3 +384,15 @@ def test_shell_node_gateway_and_shared_export(ceph, store, rbd_image, tmp_path,
     assert any(line.startswith("  gw1  tag 1") and rbd_image.spec in line for line in shown)
     node.ui_command_unexport(rbd_image.spec, shared="true", **where)
     assert store.read().disks == {}
+
+
+def test_export_shared_warns_of_acls_without_chap_on_portals_others_reach(store, rbd_image):
+    # a portal other hosts reach (TEST-NET-1: only recorded in the object, never bound)
+    commands.gateway_add(store, "gw1", "192.0.2.10:3260")
+    o = commands.ExportOptions(image=rbd_image.spec, target=T, initiators=[INIT])
+    rep = commands.export_shared(store, o)
+    warned = [line for line in rep.lines if "without CHAP" in line]
+    assert warned and INIT in warned[0] and "192.0.2.10:3260" in warned[0]
+    rep = commands.export_shared(store, commands.ExportOptions(
+        image=rbd_image.spec, target=T, initiators=[INIT], no_chap=True))
+    assert not [line for line in rep.lines if "without CHAP" in line]   # said: no warning

@@ -1,6 +1,7 @@
 """The worker's life tied to its supervisor's (tcmu_rbd.worker.follow_supervisor and
 supervisor_lost): a SIGKILLed supervisor must not leave workers holding /dev/uioN."""
 
+import logging
 import os
 import signal
 import subprocess
@@ -185,3 +186,35 @@ def test_worker_answers_every_request_on_its_control_socket(tmp_path, caplog):
     assert w.handler.lun.blocks == 2048 and w.handler.lun.write_cache is True
     assert w.handler.stopping
     assert "bad control message" in caplog.text  # the line without an id is only logged
+
+
+# --- the kernel's command timer ----------------------------------------------------
+
+
+def _device_with_timer(tmp_path, secs):
+    cfg = tmp_path / "user_1" / "disk0" / "attrib"
+    cfg.mkdir(parents=True)
+    (cfg / "cmd_time_out").write_text(f"{secs}\n")
+    dev = lio.TcmuDevice("uio0", lio.UioName("1", "disk0", "rbd/rbd/img0"),
+                         lio.Roots(configfs=str(tmp_path)))
+    return dev, cfg / "cmd_time_out"
+
+
+def test_the_kernel_timer_of_a_stock_targetcli_device_is_turned_off(tmp_path, caplog):
+    dev, path = _device_with_timer(tmp_path, 30)
+    with caplog.at_level(logging.INFO, logger="tcmu_rbd.worker"):
+        assert wk.own_command_timeout(dev)
+    assert path.read_text().strip() == "0"
+    assert "kernel command timer (30 s) off" in caplog.text
+
+
+def test_a_timer_the_kernel_will_not_change_is_reported_with_the_remedy(tmp_path, caplog,
+                                                                        monkeypatch):
+    dev, path = _device_with_timer(tmp_path, 30)
+    # the kernel refuses the write (EINVAL) while the device is exported
+    monkeypatch.setattr(dev, "set_attr", lambda attr, value: False)
+    assert not wk.own_command_timeout(dev)
+    assert "Set cmd_time_out=0 before mapping the LUN" in caplog.text
+    dev0, path0 = _device_with_timer(tmp_path / "b", 0)
+    monkeypatch.setattr(dev0, "set_attr", lambda attr, value: pytest.fail("already off"))
+    assert wk.own_command_timeout(dev0)

@@ -27,6 +27,16 @@ def test_every_guest_check_is_asserted(guest_run, request):
     assert recorded <= checks, f"checks not asserted by this module: {recorded - checks}"
 
 
+def test_guest_script_and_checks_agree(request):
+    """Every check a module lists is in its guest script literally (a renamed
+    check would otherwise only show up as 'never ran'); for modules whose
+    CHECKS are all literal names."""
+    text = request.module.GUEST.read_text()
+    missing = [c for c in request.module.CHECKS
+               if f"check {c} " not in text and f"step {c} " not in text]
+    assert not missing, missing
+
+
 def daemon_logs(run) -> str:
     """Appended to a failed check (_guest_checks.test_check): the daemon
     (supervisor + relayed worker lines), the kernel, the Ceph daemons."""

@@ -53,6 +53,7 @@ CHECKS = [
     "logged_out_before_save", "saveconfig", "trbd_save", "clearconfig", "daemon_restart", "restoreconfig",
     "restored_serial", "restored_defaults", "restored_login", "restored_vpd_serial",
     "restored_data", "restored_chap_login", "logged_out_after_restore",
+    "secret_files_private",
     # unexport, secrets, teardown
     "unexport_chap", "unexport_idempotent", "unexport_last",
     "secrets_not_in_output_or_logs", "teardown", "lio_empty_at_end",

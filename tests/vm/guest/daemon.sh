@@ -11,21 +11,18 @@
 # By hand: .venv/bin/python -m tcmu_rbd_lab.vm tests/vm/guest/daemon.sh --timeout 900
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/disk_lib.sh"
 
 DAEMON=${TCMU_DAEMON:-tcmu-rbd}
 INITIATOR=iqn.2024-01.org.tcmu-rbd.lab:initiator
 TGT=iqn.2003-01.org.linux-iscsi.tcmu-rbd-lab:daemon
 REPO=${TCMU_RBD_REPO:?}
-policy_args=()
-for p in "$REPO"/packaging/*.conf "$REPO"/packaging/dbus/*.conf; do
-  [ -f "$p" ] && grep -q "<busconfig>" "$p" && policy_args+=(--policy "$p")
-done
 
 # bluestore: the OSD restart check needs data that survives a stopped OSD
 step ceph_up "$LAB/ceph.sh" up --dir "$LAB_DIR/ceph" --image rbd/img0=1G \
   --image rbd/img1=256M -- --objectstore bluestore
 export CEPH_CONF=$OUT
-step dbus "$LAB/dbus.sh" ${policy_args[@]+"${policy_args[@]}"}
+dbus_up
 step kernel_target "$LAB/kernel-target.sh"
 step daemon_start "$LAB/tcmu-daemon.sh" start --daemon "$DAEMON"
 DLOG=$LAB_LOG_DIR/$DAEMON.log
@@ -83,13 +80,6 @@ fs_intact() {  # the files written by fs_roundtrip, read back after a fresh moun
 }
 check fs_ext4_roundtrip fs_roundtrip "$disk"
 
-fio_verify() {  # dev size [extra fio args]
-  local dev=$1 size=$2; shift 2
-  fio --name=verify --filename="$dev" --direct=1 --ioengine=libaio --iodepth=16 \
-    --rw=randwrite --bs=4k --size="$size" --verify=crc32c --do_verify=1 \
-    --verify_fatal=1 --verify_backlog=1024 --output-format=terse --minimal "$@" \
-    | tee /dev/stderr | awk -F';' '{print "fio errors="$5}' ; return "${PIPESTATUS[0]}"
-}
 # disk0's map (every check its own region, so later checks can prove earlier data
 # intact): GPT + ext4 partition 0-257M | fio 300M+16M | discard 512M+64M | write same
 # 768M+32M, 900M+1M | (after the resize to 2G) LUN-change I/O 1G+16M | kill -9 1280M+64M
@@ -165,13 +155,6 @@ check lun1_add "$LAB/export.sh" add --backstore user:rbd/disk1 --arg size=256M \
 check lun1_number expect_eq "$OUT" 1
 check lun1_disk "$LAB/initiator.sh" disk --target "$TGT" --lun 1
 disk1=$OUT; fact disk1 "$disk1"
-dd_roundtrip() {  # dev [MiB offset]: disk0's ext4 partition is 1-257 MiB, keep clear
-  local dev=$1 at=${2:-8} pat; pat=$(mktemp /tmp/pat.XXXXXX)
-  dd if=/dev/urandom of="$pat" bs=1M count=4 status=none
-  dd if="$pat" of="$dev" bs=1M seek="$at" oflag=direct conv=fsync status=none
-  dd if="$dev" bs=1M skip="$at" count=4 iflag=direct status=none | cmp - "$pat"
-  local rc=$?; rm -f "$pat"; [ $rc -eq 0 ] && echo "4 MiB written and read back"; return $rc
-}
 check lun1_io dd_roundtrip "$disk1"
 # D-Bus CheckConfig from an unprivileged user, while LUN 0 is under fio: a conf that
 # would make librados (as root) append to and replace files touches nothing, a flood
@@ -187,7 +170,6 @@ checkconfig_as_nobody() (
     "$(cat "$REPO/lab/tcmu_rbd_lab/checkconfig_flood.py")" system \
     "rbd/rbd/img0;conf=$d/evil.conf" 100 >"$d/answers.json" & local flood=$!
   sleep 1
-  # (a check runs in an || context, where set -e does nothing: every step says || exit)
   timeout 20 dbus-send --system --print-reply --reply-timeout=15000 \
     --dest=org.kernel.TCMUService1 /org/kernel/TCMUService1/rbd \
     org.kernel.TCMUService1.CheckConfig "string:rbd/rbd/img0;conf=$CEPH_CONF" \
@@ -267,7 +249,6 @@ blocklisted() (
   echo "the worker's client: $addr"
   fio_verify "$disk" 32M --bs=64k --offset=1650M >/tmp/fio-bl.log 2>&1 & f=$!
   sleep 5
-  # (a check runs in an || context, where set -e does nothing: every step says || exit)
   [ -n "$addr" ] || exit 1
   kill -0 "$f" || { cat /tmp/fio-bl.log; echo "fio ended before the blocklist"; exit 1; }
   ceph osd blocklist add "$addr" || exit 1
@@ -304,7 +285,6 @@ verify_reset() (
   wait "$v" || true
   cat /tmp/verify.log
   log_since "$n0" | grep -E 'task management' | tr -s ' ' | cut -c1-200
-  # (a check runs in an || context, where set -e does nothing: every step says || exit)
   log_since "$n0" | grep -q 'task management 5 ' || { echo "no LUN RESET in the log"; exit 1; }
   awk -v a="$t0" -v b="$t1" 'BEGIN{d=b-a; printf "VERIFY ended %.1f s after the reset\n", d; exit !(d < 10)}' \
     || exit 1

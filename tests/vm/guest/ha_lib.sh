@@ -10,14 +10,10 @@ CFS=/sys/kernel/config/target
 W=$LAB_DIR/work; mkdir -p "$W"
 
 ha_cluster_up() {  # steps: Ceph with a mgr, the system D-Bus with our policy, LIO
-  local policy_args=() p
-  for p in "$REPO"/packaging/*.conf; do
-    [ -f "$p" ] && grep -q "<busconfig>" "$p" && policy_args+=(--policy "$p")
-  done
   step ceph_up "$LAB/ceph.sh" up --dir "$LAB_DIR/ceph" --image rbd/ha0=1G -- --mgr
   export CEPH_CONF=$OUT
   CFGARGS=(--conf "$CEPH_CONF")
-  step dbus "$LAB/dbus.sh" ${policy_args[@]+"${policy_args[@]}"}
+  dbus_up
   step kernel_target "$LAB/kernel-target.sh"
 }
 

@@ -552,13 +552,9 @@ lun_suite() {  # LUN
 }
 
 # ---- set-up: Ceph, D-Bus, LIO, the daemon, the two LUNs, the initiator --------------------------------------
-policy_args=()
-for p in "$REPO"/packaging/*.conf "$REPO"/packaging/dbus/*.conf; do
-  [ -f "$p" ] && grep -q "<busconfig>" "$p" && policy_args+=(--policy "$p")
-done
 step ceph_up "$LAB/ceph.sh" up --dir "$LAB_DIR/ceph" --image rbd/stock=256M --image rbd/ext=256M
 export CEPH_CONF=$OUT
-step dbus "$LAB/dbus.sh" ${policy_args[@]+"${policy_args[@]}"}
+dbus_up
 step kernel_target "$LAB/kernel-target.sh"
 step daemon_start "$LAB/tcmu-daemon.sh" start --daemon "$DAEMON"
 DLOG=$LAB_LOG_DIR/$DAEMON.log

@@ -14,14 +14,10 @@ INITIATOR=iqn.2024-01.org.tcmu-rbd.lab:initiator
 T_RD=iqn.2003-01.org.linux-iscsi.tcmu-rbd-lab:ramdisk
 T_RBD=iqn.2003-01.org.linux-iscsi.tcmu-rbd-lab:rbd
 DAEMON=tcmu-rbd
-policy_args=()
-for p in "$TCMU_RBD_REPO"/packaging/*.conf; do
-  grep -q "<busconfig>" "$p" && policy_args+=(--policy "$p")
-done
 
 step ceph_up "$LAB/ceph.sh" up --dir "$LAB_DIR/ceph" --image rbd/img0=1G
 export CEPH_CONF=$OUT
-step dbus "$LAB/dbus.sh" ${policy_args[@]+"${policy_args[@]}"}
+dbus_up
 step kernel_target "$LAB/kernel-target.sh"
 check configfs_mounted mountpoint -q /sys/kernel/config
 check dbroot_pr_dir test -d "$(cat /sys/kernel/config/target/dbroot)/pr"

@@ -24,14 +24,10 @@ CFS=/sys/kernel/config/target
 TRBD=(targetcli-rbd)
 fact daemon "$DAEMON"
 
-policy_args=()
-for p in "$REPO"/packaging/*.conf; do
-  [ -f "$p" ] && grep -q "<busconfig>" "$p" && policy_args+=(--policy "$p")
-done
 
 step ceph_up "$LAB/ceph.sh" up --dir "$LAB_DIR/ceph" --image rbd/img0=1G --image rbd/img1=256M
 export CEPH_CONF=$OUT
-step dbus "$LAB/dbus.sh" ${policy_args[@]+"${policy_args[@]}"}
+dbus_up
 step kernel_target "$LAB/kernel-target.sh"
 
 # secrets, mode 0600, under the lab dir; none may ever show up in output or logs
@@ -234,6 +230,22 @@ check restored_vpd_serial bash -c "sg_vpd -p sn '$disk' | tee /dev/stderr | grep
 check restored_data bash -c "dd if='$disk' bs=1M skip=8 count=4 iflag=direct status=none | cmp - '$LAB_DIR/pattern' && echo same data"
 check restored_chap_login chap_login
 check logged_out_after_restore logout_all
+# every file the gateway side wrote that holds a CHAP secret (saveconfig, logs,
+# targetcli's home, runtime state) is readable by its owner only
+secret_files_private() {
+  local s f m n=0 bad=0
+  for s in "${SECRETS[@]}"; do
+    while IFS= read -r f; do
+      n=$((n + 1)); m=$(stat -c %a "$f")
+      if [ $((8#$m & 8#044)) -ne 0 ]; then echo "$f (mode $m) holds a secret others may read"; bad=1
+      else echo "$f: mode $m"; fi
+    done < <(grep -rlF -- "$s" /etc/target "$LAB_DIR" "$TARGETCLI_HOME" "$LAB_LOG_DIR" /run /tmp \
+               /var/lib/tcmu-rbd /var/log 2>/dev/null | sort -u)
+  done
+  [ "$n" -gt 0 ] || { echo "no file holds a secret: the saved configuration should"; return 1; }
+  return $bad
+}
+check secret_files_private secret_files_private
 
 # --- unexport ------------------------------------------------------------------------------------------
 check unexport_chap bash -c "targetcli-rbd unexport rbd/img1 | tee -a $ALL_OUT && [ ! -d $CFS/iscsi/$T2 ] && ! ls -d $CFS/core/user_*/rbd.img1 2>/dev/null"
