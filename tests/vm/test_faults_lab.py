@@ -32,7 +32,7 @@ CHECKS = [
     "teardown", "daemons_stopped", "daemon_log_clean",
 ]
 
-# memstore Ceph ~60 s, the outage ~2 min, the worker kill ~1 min, targetcli calls
-VM_TIMEOUT = 12 * 60
+# memstore Ceph ~2 min, the outage ~2 min, the worker kill ~1.5 min, targetcli ~30 s a call
+VM_TIMEOUT = 16 * 60
 
 guest_logs = daemon_logs  # appended to a failed check

@@ -22,7 +22,7 @@ REPO=${TCMU_RBD_REPO:?}
 step ceph_up "$LAB/ceph.sh" up --dir "$LAB_DIR/ceph" --image rbd/img0=1G \
   --image rbd/img1=256M -- --objectstore bluestore
 export CEPH_CONF=$OUT
-dbus_up
+step dbus start_dbus
 step kernel_target "$LAB/kernel-target.sh"
 step daemon_start "$LAB/tcmu-daemon.sh" start --daemon "$DAEMON"
 DLOG=$LAB_LOG_DIR/$DAEMON.log

@@ -21,7 +21,7 @@ W=$(mktemp -d /tmp/faults.XXXXXX)
 
 step ceph_up "$LAB/ceph.sh" up --dir "$LAB_DIR/ceph" --image rbd/img0=1G
 export CEPH_CONF=$OUT
-dbus_up
+step dbus start_dbus
 step kernel_target "$LAB/kernel-target.sh"
 step daemon_start "$LAB/tcmu-daemon.sh" start --daemon "$DAEMON"
 DLOG=$LAB_LOG_DIR/$DAEMON.log
@@ -46,12 +46,12 @@ check kernel_timer_off sh -c "cat '$bsdir/attrib/cmd_time_out'; [ \$(cat '$bsdir
 # --- the only OSD stopped for 45 s under write + verify ----------------------------------
 # librbd ends each op after osd_op_timeout (30 s): BUSY, which the initiator retries
 # (for up to (retries + 1) x disk timeout = 180 s); the kernel no longer answers NOT
-# READY at 30 s. Region 0-64M.
+# READY at 30 s. Region 0-24M.
 osd_pause() {
-  local pid f t0 t1 rc=0 n0; pid=$(osd_pid); n0=$(($(wc -l <"$DLOG") + 1))
-  dmesg -C
-  fio_verify "$disk" 64M >"$W/fio-pause.log" 2>&1 & f=$!
-  sleep 4
+  local pid f t0 t1 rc=0 n0 k0; pid=$(osd_pid); n0=$(($(wc -l <"$DLOG") + 1))
+  k0=$(dmesg | wc -l)
+  fio_verify "$disk" 24M >"$W/fio-pause.log" 2>&1 & f=$!
+  sleep 2
   kill -0 "$f" || { cat "$W/fio-pause.log"; echo "fio ended before the OSD stopped: nothing tested"; exit 1; }
   kill -STOP "$pid"; echo "osd $pid stopped at $(date +%T)"
   sleep 45
@@ -65,7 +65,7 @@ osd_pause() {
   wait "$f" || rc=$?
   cat "$W/fio-pause.log"
   log_since "$n0" | grep -cE 'BUSY|ETIMEDOUT|timed out' | sed 's/^/daemon log lines on timeouts: /' || true
-  if dmesg | grep -E "${disk#/dev/}.*(I/O error|critical|timing out)|blk_update_request|Buffer I/O error"; then
+  if dmesg | tail -n +$((k0 + 1)) | grep -E "${disk#/dev/}.*(I/O error|critical|timing out)|blk_update_request|Buffer I/O error"; then
     echo "the initiator's kernel reported an I/O error"; rc=1
   fi
   return $rc
@@ -103,8 +103,8 @@ worker_kill9() {
   [ "$(echo "$old" | wc -w)" = 1 ] || { echo "expected one worker"; exit 1; }
   rm -f "$W/caw.stop"
   caw_loop $((1000 * 2048)) >"$W/caw.log" 2>&1 & c=$!
-  fio_verify "$disk" 64M --offset=256M >"$W/fio-kill.log" 2>&1 & f=$!
-  sleep 6
+  fio_verify "$disk" 32M --offset=256M >"$W/fio-kill.log" 2>&1 & f=$!
+  sleep 4
   addr=$(rbd lock ls rbd/img0 --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["address"])')
   echo "lock holder before the kill: $addr"
   kill -0 "$f" && kill -0 "$c" || { cat "$W/fio-kill.log" "$W/caw.log"; echo "I/O ended before the kill"; exit 1; }

@@ -13,7 +13,7 @@ ha_cluster_up() {  # steps: Ceph with a mgr, the system D-Bus with our policy, L
   step ceph_up "$LAB/ceph.sh" up --dir "$LAB_DIR/ceph" --image rbd/ha0=1G -- --mgr
   export CEPH_CONF=$OUT
   CFGARGS=(--conf "$CEPH_CONF")
-  dbus_up
+  step dbus start_dbus
   step kernel_target "$LAB/kernel-target.sh"
 }
 

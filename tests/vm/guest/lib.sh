@@ -52,13 +52,13 @@ _run() {  # kind name cmd...: sets RUN_RC, returns 0
   _record "$kind" "$name" "$RUN_RC" "$secs"
 }
 
-# the system D-Bus of the lab with the project's policy files (packaging/), as a step
-dbus_up() {
+# the lab's system D-Bus with the project's policy files (packaging/): `step dbus start_dbus`
+start_dbus() {
   local args=() p
   for p in "${TCMU_RBD_REPO:?}"/packaging/*.conf; do
     [ -f "$p" ] && grep -q "<busconfig>" "$p" && args+=(--policy "$p")
   done
-  step dbus "$LAB/dbus.sh" ${args[@]+"${args[@]}"}
+  "$LAB/dbus.sh" ${args[@]+"${args[@]}"}
 }
 
 step() { _run step "$@"; [ "$RUN_RC" -eq 0 ] || { echo "step $1 failed: ending the guest script"; exit 1; }; }

@@ -554,7 +554,7 @@ lun_suite() {  # LUN
 # ---- set-up: Ceph, D-Bus, LIO, the daemon, the two LUNs, the initiator --------------------------------------
 step ceph_up "$LAB/ceph.sh" up --dir "$LAB_DIR/ceph" --image rbd/stock=256M --image rbd/ext=256M
 export CEPH_CONF=$OUT
-dbus_up
+step dbus start_dbus
 step kernel_target "$LAB/kernel-target.sh"
 step daemon_start "$LAB/tcmu-daemon.sh" start --daemon "$DAEMON"
 DLOG=$LAB_LOG_DIR/$DAEMON.log

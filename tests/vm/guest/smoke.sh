@@ -17,7 +17,7 @@ DAEMON=tcmu-rbd
 
 step ceph_up "$LAB/ceph.sh" up --dir "$LAB_DIR/ceph" --image rbd/img0=1G
 export CEPH_CONF=$OUT
-dbus_up
+step dbus start_dbus
 step kernel_target "$LAB/kernel-target.sh"
 check configfs_mounted mountpoint -q /sys/kernel/config
 check dbroot_pr_dir test -d "$(cat /sys/kernel/config/target/dbroot)/pr"

@@ -27,7 +27,7 @@ fact daemon "$DAEMON"
 
 step ceph_up "$LAB/ceph.sh" up --dir "$LAB_DIR/ceph" --image rbd/img0=1G --image rbd/img1=256M
 export CEPH_CONF=$OUT
-dbus_up
+step dbus start_dbus
 step kernel_target "$LAB/kernel-target.sh"
 
 # secrets, mode 0600, under the lab dir; none may ever show up in output or logs
