@@ -2,12 +2,15 @@
  * librbd asynchronous I/O; see rbd_aio.h.
  *
  * Belongs here: librbd and librados calls, the per-op bookkeeping they need
- * (bounce buffers, the compare-and-write mismatch offset), and the ops table
- * the engine calls.  Not here: the completion queue (engine.c: op_done only
- * pushes onto it), any decision about what a command means.
+ * (bounce buffers, the compare-and-write mismatch offset, the threads that
+ * run librbd's synchronous allocation lookup), and the ops table the engine
+ * calls.  Not here: the completion queue (engine.c: op_done and the lookup
+ * threads only push onto it), any decision about what a command means.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +31,9 @@ struct rbd_dev {
     uint64_t size;      /* the image's size now (the header watch keeps it; atomic) */
     uint64_t watch;
     int watching;
+    pthread_mutex_t lock;   /* lookups below */
+    pthread_cond_t idle;    /* signalled when lookups drops to 0 */
+    int lookups;            /* allocation lookup threads using the image */
 };
 
 enum { OP_PLAIN, OP_CAW };
@@ -191,6 +197,8 @@ struct rbd_dev *rbd_dev_open(const char *conf, const char *client_id,
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    pthread_mutex_init(&d->lock, NULL);
+    pthread_cond_init(&d->idle, NULL);
     snprintf(name, sizeof(name), "client.%s", client_id && *client_id ? client_id : "admin");
     if ((rc = rados_create2(&d->cluster, "ceph", name, 0)) < 0) {
         snprintf(err, errlen, "rados_create2(%s): %s", name, strerror(-rc));
@@ -246,6 +254,11 @@ void rbd_dev_close(struct rbd_dev *d)
 {
     if (!d)
         return;
+    /* a lookup thread still uses the image: it lets go once its result is queued */
+    pthread_mutex_lock(&d->lock);
+    while (d->lookups)
+        pthread_cond_wait(&d->idle, &d->lock);
+    pthread_mutex_unlock(&d->lock);
     if (d->watching)
         rbd_update_unwatch(d->image, d->watch);
     if (d->image)
@@ -254,6 +267,8 @@ void rbd_dev_close(struct rbd_dev *d)
         rados_ioctx_destroy(d->ioctx);
     if (d->cluster)
         rados_shutdown(d->cluster);
+    pthread_cond_destroy(&d->idle);
+    pthread_mutex_destroy(&d->lock);
     free(d);
 }
 
@@ -391,37 +406,122 @@ int rbd_dev_compare_and_write(struct rbd_dev *d, struct rq *q, uint64_t tag, uin
     return rc < 0 ? op_failed(o, c, (int)rc) : 0;
 }
 
-struct extents {
-    uint64_t *offs, *lens;
+/* ------------------------------------------------------------ allocation lookup */
+
+/* rbd_diff_iterate2 is synchronous (one list-snaps per object without an
+ * object map): each lookup runs on a detached thread of its own, which pushes
+ * its result onto the completion queue like any librbd completion. */
+struct lookup {
+    struct rbd_dev *d;
+    struct rq *q;
+    uint64_t tag;
+    uint64_t lo, hi;        /* the range asked: extents are clipped to it */
+    uint64_t *offs, *lens;  /* the caller's arrays, max entries */
     int n, max;
+    int full;               /* an extent found no room: the list ends at stop */
+    uint64_t stop;          /* where the list ends: hi, or that extent's start */
 };
 
 static int extent_cb(uint64_t off, size_t len, int exists, void *arg)
 {
-    struct extents *x = arg;
+    struct lookup *l = arg;
+    uint64_t end = off + len;
+    if (l->full)            /* librbd may still report objects it had asked for */
+        return -E2BIG;
     if (!exists)
         return 0;
-    /* merge with the previous extent when contiguous */
-    if (x->n && x->offs[x->n - 1] + x->lens[x->n - 1] == off) {
-        x->lens[x->n - 1] += len;
+    if (off < l->lo)
+        off = l->lo;
+    if (end > l->hi)
+        end = l->hi;
+    if (off >= end)
+        return 0;
+    /* librbd reports in ascending order: merge with the previous extent */
+    if (l->n && l->offs[l->n - 1] + l->lens[l->n - 1] >= off) {
+        uint64_t prev_end = l->offs[l->n - 1] + l->lens[l->n - 1];
+        if (end > prev_end)
+            l->lens[l->n - 1] = end - l->offs[l->n - 1];
         return 0;
     }
-    if (x->n == x->max)
+    if (l->n == l->max) {
+        l->full = 1;
+        l->stop = off;
         return -E2BIG;
-    x->offs[x->n] = off;
-    x->lens[x->n] = len;
-    x->n++;
+    }
+    l->offs[l->n] = off;
+    l->lens[l->n] = end - off;
+    l->n++;
     return 0;
 }
 
-int rbd_dev_allocated(struct rbd_dev *d, uint64_t off, uint64_t len,
+/* Whether the object map answers (fast-diff on and valid): diff-iterate then
+ * reports whole objects without a rados op per object.  Otherwise it lists
+ * every object, exactly. */
+static int fast_diff_valid(rbd_image_t image)
+{
+    uint64_t features = 0, flags = 0;
+    if (rbd_get_features(image, &features) < 0 || !(features & RBD_FEATURE_FAST_DIFF))
+        return 0;
+    if (rbd_get_flags(image, &flags) < 0)
+        return 0;
+    return !(flags & (RBD_FLAG_OBJECT_MAP_INVALID | RBD_FLAG_FAST_DIFF_INVALID));
+}
+
+/* A lookup thread let go of the image (or never started). */
+static void lookup_end(struct rbd_dev *d)
+{
+    pthread_mutex_lock(&d->lock);
+    if (--d->lookups == 0)
+        pthread_cond_broadcast(&d->idle);
+    pthread_mutex_unlock(&d->lock);   /* d may be closed from here on */
+}
+
+static void *lookup_run(void *arg)
+{
+    struct lookup *l = arg;
+    struct rbd_dev *d = l->d;
+    int whole = fast_diff_valid(d->image);
+    int rc = rbd_diff_iterate2(d->image, NULL, l->lo, l->hi - l->lo, 1, whole, extent_cb, l);
+    rq_push(l->q, l->tag, rc < 0 && rc != -E2BIG ? rc : l->n, l->stop);
+    free(l);
+    lookup_end(d);
+    return NULL;
+}
+
+int rbd_dev_allocated(struct rbd_dev *d, struct rq *q, uint64_t tag, uint64_t off, uint64_t len,
                       uint64_t *offs, uint64_t *lens, int max)
 {
-    struct extents x = { offs, lens, 0, max };
-    int rc = rbd_diff_iterate2(d->image, NULL, off, len, 1, 0, extent_cb, &x);
-    if (rc < 0 && rc != -E2BIG)
-        return rc;
-    return x.n;
+    struct lookup *l;
+    pthread_attr_t attr;
+    pthread_t t;
+    sigset_t all, old;
+    int rc;
+    if (max < 1)
+        return -EINVAL;
+    if (past_end(d, off, len))
+        return -ERANGE;
+    if (!(l = malloc(sizeof(*l))))
+        return -ENOMEM;
+    *l = (struct lookup){ .d = d, .q = q, .tag = tag, .lo = off, .hi = off + len,
+                          .offs = offs, .lens = lens, .max = max, .stop = off + len };
+    pthread_mutex_lock(&d->lock);
+    d->lookups++;
+    pthread_mutex_unlock(&d->lock);
+    if ((rc = pthread_attr_init(&attr)) == 0) {
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        /* signals stay with the loop thread (its epoll wait sees EINTR), as
+         * librbd's own threads leave them */
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        rc = pthread_create(&t, &attr, lookup_run, l);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        pthread_attr_destroy(&attr);
+    }
+    if (rc == 0)
+        return 0;
+    free(l);
+    lookup_end(d);
+    return -rc;
 }
 
 /* ------------------------------------------------------------ exclusive lock */

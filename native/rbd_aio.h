@@ -61,9 +61,17 @@ void rbd_dev_set_wce(struct rbd_dev *d, int wce);
 /* The readv/writev above, for struct engine_backend (dev: a struct rbd_dev). */
 const struct engine_ops *rbd_dev_engine_ops(void);
 
-/* Allocated extents in [off, off+len): up to max (offset, length) pairs.
- * Synchronous (diff-iterate, object map when the image has one). */
-int rbd_dev_allocated(struct rbd_dev *d, uint64_t off, uint64_t len,
+/* Allocated extents in [off, off+len), asynchronously: librbd's diff-iterate
+ * runs on a thread of its own (never the loop's) and writes up to max
+ * (offset, length) pairs, sorted, merged and clipped to the range, into
+ * offs/lens, which stay the caller's and must live until the completion.  It
+ * completes onto q with ret = the number of extents (or -errno) and extra =
+ * where the list ends: off+len, or the start of an extent that found no room
+ * (everything before it is listed).  With fast-diff valid (the features, and
+ * flags without OBJECT_MAP_INVALID / FAST_DIFF_INVALID) it answers from the
+ * object map, whole objects at a time; else it lists each object.
+ * rbd_dev_close waits for running lookups.  0, or -errno: nothing follows. */
+int rbd_dev_allocated(struct rbd_dev *d, struct rq *q, uint64_t tag, uint64_t off, uint64_t len,
                       uint64_t *offs, uint64_t *lens, int max);
 
 /* The image's exclusive lock (synchronous; never on the loop thread while

@@ -12,8 +12,8 @@ recognised and dropped instead of completing somebody else's command.
 
 The hot path (READ, WRITE) is a straight line: parse, submit, complete.  Rare
 multi-step operations (verify, write-and-verify, UNMAP lists, EXTENDED COPY,
-a READ shorter than its Data-In buffer) run as small generators that yield
-backend submissions.
+GET LBA STATUS, a READ shorter than its Data-In buffer) run as small
+generators that yield backend submissions.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import time
 
 from tcmu_rbd import scsi
 from tcmu_rbd._native import ffi, lib
+from tcmu_rbd.backends.base import Extents
 from tcmu_rbd.ring import (BAD_CDB, EV_CMD, EV_TMR, FAST_TAG, TMR_ABORT_TASK,
                            TMR_ABORT_TASK_SET, TMR_CLEAR_TASK_SET, TMR_LUN_RESET,
                            TMR_LUN_RESET_PRO, Ring)
@@ -37,7 +38,9 @@ READ, WRITE, DONE, FLUSH = scsi.READ, scsi.WRITE, scsi.DONE, scsi.FLUSH
 GOOD, CHECK_CONDITION = scsi.GOOD, scsi.CHECK_CONDITION
 NO_IDS = 65536
 SCRATCH = 1 << 20   # per-step buffer for verify/copy (bounded: never the whole op)
-LBA_STATUS_WINDOW = 1 << 30   # GET LBA STATUS looks up at most this much per command
+LBA_STATUS_WINDOW = 1 << 30   # GET LBA STATUS looks up at most this much per command,
+LBA_STATUS_STEP = 128 << 20   # this much per backend lookup (an abort stops it between two),
+LBA_STATUS_EXTENTS = 1024     # and at most this many extents per lookup
 PIECE = 1 << 30     # zeroes and WRITE SAME go to the backend in pieces of this (aborts)
 
 # Malformed ring entries cannot come from a healthy kernel; answer them
@@ -283,15 +286,20 @@ class Handler:
         the Data-In buffer (the data area is reused between commands), and
         the real length with READ_LEN."""
         if data is not None and c.iov_cnt:
-            n = lib.iov_from_buf(c.iov, c.iov_cnt, 0, data, len(data))
-            if c.data_len > n:
-                lib.iov_fill(c.iov, c.iov_cnt, n, 0, c.data_len - n)
-            self.ring.complete(cid, status, sense or ffi.NULL, n)
+            self.ring.complete(cid, status, sense or ffi.NULL, self._put(c, data))
         else:
             if status == GOOD and c.iov_cnt and c.data_len:
                 # nothing to return: no stale byte leaves either
                 lib.iov_fill(c.iov, c.iov_cnt, 0, 0, c.data_len)
             self.ring.complete(cid, status, sense or ffi.NULL)
+
+    @staticmethod
+    def _put(c, data) -> int:
+        """data into the Data-In buffer, zeroes after it; the bytes it took."""
+        n = lib.iov_from_buf(c.iov, c.iov_cnt, 0, data, len(data))
+        if c.data_len > n:
+            lib.iov_fill(c.iov, c.iov_cnt, n, 0, c.data_len - n)
+        return n
 
     def _fail_bad(self, cid, c) -> None:
         self.stats["errors"] += 1
@@ -340,12 +348,11 @@ class Handler:
         b = self.backend
         if kind == scsi.COMPARE_AND_WRITE:
             b.compare_and_write(tag, op[1], op[2], c.iov, c.iov_cnt)
-        elif kind == scsi.GET_LBA_STATUS:
-            self._lba_status(cid, c, op[1], op[2])
         else:
             gen = {scsi.WRITE_ZEROES: self._zeroes, scsi.WRITE_SAME: self._write_same,
                    scsi.UNMAP: self._unmap, scsi.VERIFY: self._verify,
-                   scsi.WRITE_VERIFY: self._write_verify, scsi.COPY: self._copy}.get(kind)
+                   scsi.WRITE_VERIFY: self._write_verify, scsi.COPY: self._copy,
+                   scsi.GET_LBA_STATUS: self._lba_status}.get(kind)
             if gen is None:
                 self._answer(cid, c, CHECK_CONDITION, _SENSE_INTERNAL, None)
                 return
@@ -482,19 +489,39 @@ class Handler:
         finally:
             scsi.record_copy(lun, list_id, outcome, done, moved)
 
-    def _lba_status(self, cid, c, offset, alloc_len) -> None:
-        # a bounded scan: diff-iterate without an object map visits every object
-        length = max(0, min(self.backend.size - offset, LBA_STATUS_WINDOW))
-        try:
-            extents = self.backend.allocated(offset, length) if length else []
-        except OSError as e:
-            status, sense = scsi.io_result(scsi.GET_LBA_STATUS, -e.errno, 0)
-            self.ring.complete(cid, status, sense or ffi.NULL)
-            return
+    def _lba_status(self, c, op):
+        """A bounded lookup (diff-iterate without an object map visits every
+        object): at most LBA_STATUS_WINDOW from the LBA, in steps of
+        LBA_STATUS_STEP, none after the one that found the descriptors that
+        fit.  The answer ends where the lookup did (SBC: the initiator asks
+        again from there), always after at least one block."""
+        _, offset, alloc_len, _ = op
         bs = self.lun.block_size
+        end = offset + max(0, min(self.backend.size - offset, LBA_STATUS_WINDOW))
+        want = max(1, (alloc_len - 8) // 16)        # the descriptors that fit
+        out = Extents(min(want, LBA_STATUS_EXTENTS))
+        extents = []
+        pos = scanned = offset                      # scanned: block-aligned (or end)
+        while pos < end:
+            n = min(pos // bs * bs + LBA_STATUS_STEP, end) - pos
+            ret, upto = yield (lambda tag, o=pos, n=n: self.backend.allocated(tag, o, n, out))
+            if ret < 0:
+                return scsi.io_result(scsi.GET_LBA_STATUS, ret, 0)
+            extents += out.items(ret)
+            if not pos < upto <= pos + n:
+                break                               # no progress: answer what is known
+            if upto == pos + n:                     # the whole step
+                pos = scanned = upto
+                if len(extents) >= want:
+                    break
+            else:                                   # the list filled: it ends at upto
+                pos = upto
+                if upto // bs > offset // bs:
+                    scanned = upto // bs * bs
+                    break
         data = scsi.lba_status_data(self.lun, offset // bs, extents, alloc_len,
-                                    scanned_end=-(-(offset + length) // bs))
-        self._answer(cid, c, GOOD, None, data)
+                                    scanned_end=-(-scanned // bs))
+        return (GOOD, None, self._put(c, data)) if c.iov_cnt else (GOOD, None)
 
     # ------------------------------------------------------------ TMR
     def _tmr(self, ev) -> None:

@@ -137,7 +137,7 @@ def test_lba_status_looks_up_a_bounded_window_and_says_where_it_stopped(rig, mon
     asked = []
     allocated = rig.backend.allocated
     monkeypatch.setattr(rig.backend, "allocated",
-                        lambda off, n: asked.append((off, n)) or allocated(off, n))
+                        lambda tag, off, n, out: asked.append((off, n)) or allocated(tag, off, n, out))
     g = max(rig.backend.granularity, 65536) // BS              # 128 blocks
     assert rig.write(2048, os.urandom(g * BS)).status == scsi.GOOD
     res = rig.run(bytes([0x9E, 0x12]) + struct.pack(">QI", 1000, 4096) + bytes(2), data_in=4096)
@@ -251,7 +251,7 @@ class Delayed(Backend):
         self.inner.compare_and_write(*a)
 
     def allocated(self, *a):
-        return self.inner.allocated(*a)
+        self.inner.allocated(*a)
 
 
 def test_out_of_order_backend_completions_and_abort():

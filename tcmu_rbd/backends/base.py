@@ -7,7 +7,8 @@ Each submission produces exactly one completion, delivered by calling
   ret >= 0     success
   ret < 0      -errno (mapped to SCSI status by scsi.io_result)
   extra        for COMPARE AND WRITE / verify miscompares (-EILSEQ): the
-               offset of the first differing byte from the start of the op
+               offset of the first differing byte from the start of the op;
+               for allocated(): where its list of extents ends
 A backend that completes synchronously calls on_complete before submit
 returns and has `fileno() is None`; an asynchronous one (rbd) queues
 completions and makes `fileno()` readable, and the loop calls `poll()`.
@@ -19,6 +20,34 @@ an error like any other.
 from __future__ import annotations
 
 import abc
+
+from tcmu_rbd._native import ffi
+
+
+class Extents:
+    """Room for up to `max` (offset, length) extents that a backend's
+    allocated() writes: two C arrays (native code fills them directly).
+    The caller keeps it alive until that op completes."""
+
+    def __init__(self, max: int):
+        self.max = max
+        self.offs = ffi.new("uint64_t[]", max)
+        self.lens = ffi.new("uint64_t[]", max)
+
+    def items(self, n: int) -> list[tuple[int, int]]:
+        """The first n extents (what a completion's ret counted)."""
+        offs, lens = self.offs, self.lens
+        return [(offs[i], lens[i]) for i in range(n)]
+
+    def fill(self, extents, end: int) -> tuple[int, int]:
+        """Store sorted extents (a synchronous backend's lookup of a range
+        ending at `end`) as far as they fit: (how many, where the list ends:
+        `end`, or the start of the first that found no room)."""
+        for n, (off, length) in enumerate(extents):
+            if n == self.max:
+                return n, off
+            self.offs[n], self.lens[n] = off, length
+        return len(extents), end
 
 
 class Backend(abc.ABC):
@@ -70,9 +99,14 @@ class Backend(abc.ABC):
         """iov holds `length` bytes to compare, then `length` bytes to write."""
 
     @abc.abstractmethod
-    def allocated(self, offset, length) -> list[tuple[int, int]]:
-        """Allocated (offset, length) extents within [offset, offset+length),
-        sorted and merged.  Synchronous: used by GET LBA STATUS."""
+    def allocated(self, tag, offset, length, out: Extents):
+        """Look up the allocated extents within [offset, offset+length) into
+        `out`, sorted, merged and clipped to the range, as many as fit (GET
+        LBA STATUS).  Completes with ret = how many (or -errno) and extra =
+        where the list ends: offset+length, or the start of an extent that
+        found no room (every one before it is listed).  Where a backend only
+        knows coarser units (rbd's object map: whole objects), it reports the
+        whole unit: mapped or unknown, never deallocated while mapped."""
 
     def refresh_size(self) -> int:
         """Re-read the size (after a resize); returns it."""

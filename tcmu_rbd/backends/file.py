@@ -124,7 +124,17 @@ class FileBackend(Backend):
             return self.on_complete(tag, -e.errno, 0)
         self.on_complete(tag, length, 0)
 
-    def allocated(self, offset, length):
+    def allocated(self, tag, offset, length, out):
+        if self._bad(offset, length):
+            return self.on_complete(tag, -errno.EINVAL, 0)
+        try:
+            extents = self._allocated(offset, length)
+        except OSError as e:
+            return self.on_complete(tag, -e.errno, 0)
+        n, upto = out.fill(extents, offset + length)
+        self.on_complete(tag, n, upto)
+
+    def _allocated(self, offset, length):
         end = min(offset + length, self.size)
         out = []
         pos = offset

@@ -103,7 +103,13 @@ class MemoryBackend(Backend):
         self._mark(offset, length, 1)
         self.on_complete(tag, length, 0)
 
-    def allocated(self, offset, length):
+    def allocated(self, tag, offset, length, out):
+        if not self._ok(offset, length):
+            return self.on_complete(tag, -errno.EINVAL, 0)
+        n, upto = out.fill(self._allocated(offset, length), offset + length)
+        self.on_complete(tag, n, upto)
+
+    def _allocated(self, offset, length):
         g = self.granularity
         end = min(offset + length, self.size)
         out = []

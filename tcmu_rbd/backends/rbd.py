@@ -5,7 +5,9 @@ copy in Python (rbd_aio_readv / rbd_aio_writev, native/rbd_aio.c).  librbd
 completes on its own threads into the engine's completion queue, which
 signals an eventfd; `poll()` drains it in batches.  The engine sees the image
 through rbd_aio.c's ops table (`engine_backend()`) and starts plain READ/WRITE
-on it without a Python call.  Each backend has its own rados client, so one
+on it without a Python call.  Allocation lookups (GET LBA STATUS: librbd's
+diff-iterate, which is synchronous) run on a thread of rbd_aio.c's and
+complete into the same queue.  Each backend has its own rados client, so one
 image's connection trouble stays with its LUN.
 
 Belongs here: opening the image with its options, and this backend's calls.
@@ -31,7 +33,6 @@ from tcmu_rbd._native import ffi, lib
 from tcmu_rbd.backends.base import Backend
 from tcmu_rbd.ring import EngineBackend
 
-MAX_EXTENTS = 4096
 RBD_FEATURE_EXCLUSIVE_LOCK = 1 << 2
 
 
@@ -86,8 +87,6 @@ class RbdBackend(Backend):
         self.name = "rbd:%s/%s%s%s" % (pool, namespace + "/" if namespace else "", image,
                                        "@" + snapshot if snapshot else "")
         self.read_only = snapshot is not None
-        self._offs = ffi.new("uint64_t[]", MAX_EXTENTS)
-        self._lens = ffi.new("uint64_t[]", MAX_EXTENTS)
         self.features = 0
         self.volatile_cache = bool(lib.rbd_dev_volatile_cache(d))
         self.refresh_size()
@@ -138,24 +137,11 @@ class RbdBackend(Backend):
         self._submitted(tag, lib.rbd_dev_compare_and_write(self._d, self._q, tag, offset,
                                                            length, iov, cnt))
 
-    def allocated(self, offset, length):
-        out = []
-        end = offset + length
-        pos = offset
-        while pos < end:
-            n = lib.rbd_dev_allocated(self._d, pos, end - pos, self._offs, self._lens, MAX_EXTENTS)
-            if n < 0:
-                raise OSError(-n, "rbd diff-iterate on %s: %s" % (self.name, os.strerror(-n)))
-            for i in range(n):
-                o, ln = self._offs[i], self._lens[i]
-                if out and out[-1][0] + out[-1][1] == o:
-                    out[-1] = (out[-1][0], out[-1][1] + ln)
-                else:
-                    out.append((o, ln))
-            if n < MAX_EXTENTS:
-                break
-            pos = self._offs[n - 1] + self._lens[n - 1]
-        return out
+    def allocated(self, tag, offset, length, out):
+        # diff-iterate on a thread of rbd_aio.c's, from the object map when
+        # fast-diff is valid; its result comes through the completion queue
+        self._submitted(tag, lib.rbd_dev_allocated(self._d, self._q, tag, offset, length,
+                                                   out.offs, out.lens, out.max))
 
     # ------------------------------------------------------------ control
     def refresh_size(self) -> int:
