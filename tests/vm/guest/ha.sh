@@ -86,7 +86,8 @@ check owner_dies_io_continues owner_dies
 check service_map_owner_gw2 "$PYTHON" "$REPO/tests/vm/guest/ha_owner.py" --service-map rbd/ha0 gw2
 returns_as_non_owner() (
   set -e
-  wait_until 60 "gw1's worker restarted" bash -c "[ \"\$(pgrep -fc 'tcmu_rbd.worker --uio')\" = 2 ]"
+  # ([t]: the pattern must not match this bash -c's own command line)
+  wait_until 60 "gw1's worker restarted" bash -c "[ \"\$(pgrep -fc -- '-m [t]cmu_rbd[.]worker --uio')\" = 2 ]"
   kill -CONT "$(cat "$W/sync-gw1.pid")"
   echo 1 >"$CFS/iscsi/$T/tpgt_1/enable"
   "$LAB/initiator.sh" login --target "$T" --initiator-name "$INIT" --portal 127.0.0.1:3260 >/dev/null || true
