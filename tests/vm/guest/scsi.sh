@@ -11,6 +11,8 @@
 # shellcheck disable=SC2046  # CDB bytes from the cdb* helpers are split into words on purpose
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+# the suite's checks set globals (HWMAX, NB, MAX_UNMAP...): run them in this shell
+CHECK_SHELL=same
 
 DAEMON=${TCMU_DAEMON:-tcmu-rbd}
 REPO=${TCMU_RBD_REPO:?}
