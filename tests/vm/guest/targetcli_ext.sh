@@ -32,13 +32,17 @@ step kernel_target "$LAB/kernel-target.sh"
 
 # secrets, mode 0600, under the lab dir; none may ever show up in output or logs
 S=$LAB_DIR/secrets; mkdir -p "$S"; chmod 700 "$S"
+# secrets unique to this run: the scan below greps the whole guest (host files too, since
+# the root filesystem is shared) and must find only what this run wrote
+RUN_ID=$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
+ALICE_SECRET=alice-$RUN_ID; MUTUAL_SECRET=target-$RUN_ID; DISC_SECRET=discovery-$RUN_ID
 umask 077
-echo "alice-secret-0123" >"$S/alice"
-echo "target-secret-4567" >"$S/mutual"
-echo "discovery-secret-89" >"$S/disc"
-echo "wrong-secret-00000" >"$S/wrong"
+echo "$ALICE_SECRET" >"$S/alice"
+echo "$MUTUAL_SECRET" >"$S/mutual"
+echo "$DISC_SECRET" >"$S/disc"
+echo "wrong-secret-$RUN_ID" >"$S/wrong"
 umask 022
-SECRETS=(alice-secret-0123 target-secret-4567 discovery-secret-89)
+SECRETS=("$ALICE_SECRET" "$MUTUAL_SECRET" "$DISC_SECRET")
 ALL_OUT=$LAB_DIR/all-output.txt; : >"$ALL_OUT"
 # run targetcli-rbd, keep stdout+stderr for the secret scan, print both
 trbd() { local rc=0; "${TRBD[@]}" "$@" >"$LAB_DIR/o" 2>&1 || rc=$?; cat "$LAB_DIR/o" >>"$ALL_OUT"; cat "$LAB_DIR/o"; return $rc; }
@@ -144,7 +148,7 @@ step export_chap trbd export rbd/img1 --target "$T2" --initiator "$INIT" --chap-
 CHAP_OUT=$OUT
 check chap_in_configfs bash -c "set -e; cd $CFS/iscsi/$T2/tpgt_1
   [ \$(cat attrib/authentication) = 1 ]; [ \$(cat param/AuthMethod) = CHAP ]
-  [ \$(cat acls/$INIT/auth/userid) = alice ]; [ \$(cat acls/$INIT/auth/password) = alice-secret-0123 ]
+  [ \$(cat acls/$INIT/auth/userid) = alice ]; [ \$(cat acls/$INIT/auth/password) = $ALICE_SECRET ]
   [ \$(cat acls/$INIT/auth/userid_mutual) = tgt ]; echo ok"
 check chap_instructions_no_secret bash -c "grep -F 'node.session.auth.password -v' <<'EOF'
 $CHAP_OUT
@@ -239,8 +243,9 @@ secret_files_private() {
       n=$((n + 1)); m=$(stat -c %a "$f")
       if [ $((8#$m & 8#044)) -ne 0 ]; then echo "$f (mode $m) holds a secret others may read"; bad=1
       else echo "$f: mode $m"; fi
-    done < <(grep -rlF -- "$s" /etc/target "$LAB_DIR" "$TARGETCLI_HOME" "$LAB_LOG_DIR" /run /tmp \
-               /var/lib/tcmu-rbd /var/log 2>/dev/null | sort -u)
+    # /run/tmp holds virtme's overlay: copies of files found under their own names
+    done < <(grep -rlF -- "$s" /etc/target "$LAB_DIR" "$TARGETCLI_HOME" \
+               "$LAB_LOG_DIR" /run /tmp /var/lib/tcmu-rbd /var/log 2>/dev/null | grep -v '^/run/tmp/' | sort -u)
   done
   [ "$n" -gt 0 ] || { echo "no file holds a secret: the saved configuration should"; return 1; }
   return $bad
