@@ -53,8 +53,9 @@ snap_ro() {  # the kernel saw the write-protect bit of MODE SENSE
   [ "$ro" = 1 ] && grep -qE 'device=snap0 .*read-only snapshot' "$DLOG"
 }
 check snap_write_protected snap_ro
-snap_write_refused() {  # past the block layer's ro: WRITE(10) of one block as SG_IO
-  local out rc=0; out=$(sg_raw -v -s 512 -i /dev/zero "$snap" 2a 00 00 00 00 10 00 00 01 00 2>&1) || rc=$?
+snap_write_refused() {  # past the block layer's ro: WRITE(10) of one block on the sg node
+  local sg out rc=0; sg=/dev/$(ls "/sys/block/${snap#/dev/}/device/scsi_generic"); echo "$snap is $sg"
+  out=$(sg_raw -v -s 512 -i /dev/zero "$sg" 2a 00 00 00 00 10 00 00 01 00 2>&1) || rc=$?
   echo "$out"; echo "sg_raw exit $rc"
   [ "$rc" != 0 ] && grep -qi 'data protect' <<<"$out" && grep -qiE 'write protected' <<<"$out"
 }
@@ -73,7 +74,7 @@ step ns_create sh -c "rbd namespace create --pool rbd --namespace ns1 && rbd cre
 check ns_export sh -c "'$LAB/export.sh' add --backstore user:rbd/disk2 --arg size=256M --arg cfgstring=rbd/ns1/img2 --target '$TGT' --acl '$INITIATOR' | tee /dev/stderr | grep -qx 2"
 check ns_disk lun_disk 2
 nsdisk=$OUT; fact ns_disk "$nsdisk"
-check ns_fio_verify fio_verify "$nsdisk" 32M
+check ns_fio_verify fio_verify "$nsdisk" 16M
 ns_data_where_it_belongs() {  # written into rbd/ns1/img2, not into an image of the default namespace
   local used; used=$(rbd du rbd/ns1/img2 --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)["images"][0]["used_size"])')
   echo "rbd/ns1/img2 used: $used"; [ "$used" -gt 0 ] && ! rbd info rbd/img2 2>/dev/null
