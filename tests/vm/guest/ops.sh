@@ -46,7 +46,7 @@ after_snap() { mount "$disk0" "$MNT"; echo changed >"$MNT/after"; dd if=/dev/ura
 check img0_changed_after_snapshot after_snap
 check snap_export sh -c "'$LAB/export.sh' add --backstore user:rbd/snap0 --arg size=512M --arg cfgstring=rbd/img0@s1 --target '$TGT' --acl '$INITIATOR' | tee /dev/stderr | grep -qx 1"
 check snap_disk lun_disk 1
-snap=$OUT; fact snap_disk "$snap"
+snap=$OUT; fact snap_dev "$snap"
 snap_ro() {  # the kernel saw the write-protect bit of MODE SENSE
   local ro; ro=$(cat "/sys/block/${snap#/dev/}/ro"); echo "ro=$ro"
   dmesg | grep -E "${snap#/dev/}\] Write Protect is on"
@@ -73,7 +73,7 @@ check snap_unchanged_by_use sh -c "rbd diff rbd/img0@s1 --from-snap s1 --format 
 step ns_create sh -c "rbd namespace create --pool rbd --namespace ns1 && rbd create --size 256M rbd/ns1/img2"
 check ns_export sh -c "'$LAB/export.sh' add --backstore user:rbd/disk2 --arg size=256M --arg cfgstring=rbd/ns1/img2 --target '$TGT' --acl '$INITIATOR' | tee /dev/stderr | grep -qx 2"
 check ns_disk lun_disk 2
-nsdisk=$OUT; fact ns_disk "$nsdisk"
+nsdisk=$OUT; fact ns_dev "$nsdisk"
 check ns_fio_verify fio_verify "$nsdisk" 16M
 ns_data_where_it_belongs() {  # written into rbd/ns1/img2, not into an image of the default namespace
   local used; used=$(rbd du rbd/ns1/img2 --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)["images"][0]["used_size"])')
