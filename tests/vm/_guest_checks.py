@@ -2,6 +2,8 @@
 so each module imports these by name; they run against that module's GUEST and
 CHECKS through conftest's ``guest_run`` fixture and ``pytest_generate_tests``."""
 
+import re
+
 from tcmu_rbd_lab.process import log_tail
 
 
@@ -35,6 +37,10 @@ def test_guest_script_and_checks_agree(request):
     missing = [c for c in request.module.CHECKS
                if f"check {c} " not in text and f"step {c} " not in text]
     assert not missing, missing
+    # a fact named like a check shadows the check's record (GuestRun.get finds the fact)
+    facts = set(re.findall(r"\bfact ([A-Za-z0-9_]+) ", text))
+    shadowed = sorted(facts & set(request.module.CHECKS))
+    assert not shadowed, f"facts named like checks: {shadowed}"
 
 
 def daemon_logs(run) -> str:
