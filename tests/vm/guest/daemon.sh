@@ -27,7 +27,6 @@ step kernel_target "$LAB/kernel-target.sh"
 step daemon_start "$LAB/tcmu-daemon.sh" start --daemon "$DAEMON"
 DLOG=$LAB_LOG_DIR/$DAEMON.log
 running() { local st; st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) && [ -n "$st" ] && [ "$st" != Z ]; }
-our_workers() { pgrep -f -- '-m [t]cmu_rbd[.]worker' | tr '\n' ' '; }
 # daemon log lines since line $1
 log_since() { tail -n +"$1" "$DLOG"; }
 

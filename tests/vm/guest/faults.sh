@@ -26,7 +26,6 @@ step kernel_target "$LAB/kernel-target.sh"
 step daemon_start "$LAB/tcmu-daemon.sh" start --daemon "$DAEMON"
 DLOG=$LAB_LOG_DIR/$DAEMON.log
 log_since() { tail -n +"$1" "$DLOG"; }
-our_worker() { pgrep -f -- '-m [t]cmu_rbd[.]worker'; }
 osd_pid() {
   python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); p=d.get("pids",d); print([v for k,v in p.items() if k.startswith("osd")][0])' "$LAB_DIR/ceph/cluster.json"
 }
@@ -99,7 +98,7 @@ caw_loop() {  # lba: until $W/caw.stop exists
 }
 worker_kill9() {
   local old new addr f c rc=0 n0; n0=$(($(wc -l <"$DLOG") + 1))
-  old=$(our_worker); echo "worker before: $old"
+  old=$(our_workers); echo "worker before: $old"
   [ "$(echo "$old" | wc -w)" = 1 ] || { echo "expected one worker"; exit 1; }
   rm -f "$W/caw.stop"
   caw_loop $((1000 * 2048)) >"$W/caw.log" 2>&1 & c=$!
@@ -108,8 +107,8 @@ worker_kill9() {
   addr=$(rbd lock ls rbd/img0 --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["address"])')
   echo "lock holder before the kill: $addr"
   kill -0 "$f" && kill -0 "$c" || { cat "$W/fio-kill.log" "$W/caw.log"; echo "I/O ended before the kill"; exit 1; }
-  kill -9 "$old"
-  for _ in $(seq 120); do new=$(our_worker || true); [ -n "$new" ] && [ "$new" != "$old" ] && break; sleep 0.5; done
+  kill -9 $old
+  for _ in $(seq 120); do new=$(our_workers); [ -n "$new" ] && [ "$new" != "$old" ] && break; sleep 0.5; done
   [ -n "$new" ] && [ "$new" != "$old" ] || { echo "no new worker"; exit 1; }
   sleep 8; touch "$W/caw.stop"
   wait "$c" || rc=$?
