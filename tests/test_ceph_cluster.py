@@ -127,14 +127,22 @@ def test_cli_up_down(tmp_path):
     d = tmp_path / "cli"
     env = dict(os.environ)
     up = subprocess.run([sys.executable, "-m", "tcmu_rbd_lab.ceph", "up",
-                         "--dir", str(d)], capture_output=True, text=True, timeout=600,
-                        env=env)
+                         "--dir", str(d), "--image", "rbd/cli1=16M", "--image",
+                         "rbd/cli2=4096B", "--image", "rbd/cli1=16M"],
+                        capture_output=True, text=True, timeout=600, env=env)
     assert up.returncode == 0, up.stderr
     kv = dict(line.split("=", 1) for line in up.stdout.splitlines() if "=" in line)
     try:
         assert kv["conf"] == str(d.resolve() / "ceph.conf")
         pids = [int(v) for k, v in kv.items() if k.startswith("pid.")]
         assert len(pids) == 2 and all(pid_alive(p) for p in pids)  # survived exit
+        # the images, created in-process; the second rbd/cli1 found it there
+        assert f"image.rbd/cli1={16 << 20} (created)" in up.stdout.splitlines()
+        assert f"image.rbd/cli1={16 << 20} (there already)" in up.stdout.splitlines()
+        for name, size in (("cli1", 16 << 20), ("cli2", 4096)):
+            r = subprocess.run(["rbd", "-c", kv["conf"], "info", f"rbd/{name}", "--format",
+                                "json"], capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0 and json.loads(r.stdout)["size"] == size, r.stderr
         r = subprocess.run(["rbd", "-c", kv["conf"], "create", "rbd/cli0", "--size",
                             "16M"], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
@@ -145,6 +153,43 @@ def test_cli_up_down(tmp_path):
     assert dn.returncode == 0, dn.stderr
     assert not any(pid_alive(p) for p in pids)
     assert not d.exists()
+
+
+def test_cli_up_refuses_bad_images(tmp_path):
+    """A malformed --image before anything starts; an image in a pool that is not
+    there after the start: exit 1, the cluster stopped and its directory gone."""
+    d = tmp_path / "cli"
+    up = subprocess.run([sys.executable, "-m", "tcmu_rbd_lab.ceph", "up", "--dir", str(d),
+                         "--image", "rbd/x=1.5G"], capture_output=True, text=True,
+                        timeout=120)
+    assert up.returncode == 2 and "is not POOL/NAME=SIZE" in up.stderr, up.stderr
+    assert not d.exists()
+    up = subprocess.run([sys.executable, "-m", "tcmu_rbd_lab.ceph", "up", "--dir", str(d),
+                         "--image", "nosuch/x=1G"], capture_output=True, text=True,
+                        timeout=600)
+    assert up.returncode == 1, up.stderr
+    assert "ceph up failed: pool nosuch does not exist" in up.stderr, up.stderr
+    assert not d.exists() and "pid." not in up.stdout
+
+
+def test_ensure_image(ceph):
+    """What ``up --image`` does: create, accept the same size again, refuse another."""
+    name = "ensure-me"
+    try:
+        assert ceph.admin.ensure_image("rbd", None, name, 8 << 20) is True
+        assert ceph.admin.ensure_image("rbd", None, name, 8 << 20) is False
+        with pytest.raises(CephClusterError,
+                           match=f"rbd/{name} exists with 8388608 bytes, not the "
+                                 f"16777216 asked for"):
+            ceph.admin.ensure_image("rbd", None, name, 16 << 20)
+        with pytest.raises(CephClusterError, match=f"image rbd/{name} already exists"):
+            ceph.create_image(name, 8 << 20)
+        with rados.Rados(**ceph.rados_kwargs()) as cl, cl.open_ioctx("rbd") as io:
+            with rbd.Image(io, name, read_only=True) as img:
+                assert img.size() == 8 << 20
+                assert img.features() & rbd.RBD_FEATURE_OBJECT_MAP  # Ceph's defaults
+    finally:
+        ceph.remove_image(name)
 
 
 def test_no_daemons_leaked_when_the_interpreter_exits_or_dies(tmp_path):

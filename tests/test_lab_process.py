@@ -3,6 +3,7 @@ pure set-up pieces (tcmu_rbd_lab.ceph_setup): no Ceph daemons, no VM."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -10,6 +11,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from tcmu_rbd_lab import ceph_setup, process
 
@@ -107,3 +110,43 @@ def test_down_kills_only_recorded_ceph_daemons(tmp_path):
         bystander.kill()
         bystander.wait()
     assert ceph_setup.down(Path(tmp_path / "never-existed")) == []
+
+
+def test_image_arg_takes_rbd_create_sizes():
+    """``up --image`` as ``rbd create --size`` reads SIZE (binary units, bare = MiB)."""
+    img = ceph_setup.image_arg
+    assert img("rbd/img0=1G") == ("rbd", None, "img0", 1 << 30)
+    assert img("rbd/img1=256M") == ("rbd", None, "img1", 256 << 20)
+    assert img("pool2/ns/x=4096B") == ("pool2", "ns", "x", 4096)
+    assert img("bare=2") == ("rbd", None, "bare", 2 << 20)
+    assert img("rbd/t=1Ti") == ("rbd", None, "t", 1 << 40)
+    for bad in ("rbd/img0", "rbd/=1G", "a/b/c/d=1G", "rbd/x=1.5G", "rbd/x=1Q",
+                "rbd/x@snap=1G", "rbd/x="):
+        with pytest.raises(argparse.ArgumentTypeError,
+                           match=r"is not POOL/NAME=SIZE .*256M"):
+            img(bad)
+
+
+def test_write_keyring_is_what_ceph_authtool_reads(tmp_path):
+    """Keyrings written without ceph-authtool: it lists the keys and caps back, and
+    a given key is kept (the admin key in the mon's keyring)."""
+    import base64
+    import shutil
+    import struct
+    kr = tmp_path / "k"
+    keys = ceph_setup.write_keyring(kr, {"client.a": {"mon": "allow *", "osd": "profile rbd"},
+                                         "osd.3": {}})
+    assert kr.stat().st_mode & 0o777 == 0o600
+    raw = base64.b64decode(keys["client.a"])
+    assert len(raw) == 28 and struct.unpack("<HIIH", raw[:12])[::3] == (1, 16)
+    assert keys["client.a"] != keys["osd.3"]
+    again = ceph_setup.write_keyring(tmp_path / "k2", {"client.a": {}, "mon.": {}},
+                                     {"client.a": keys["client.a"]})
+    assert again["client.a"] == keys["client.a"] and again["mon."] != keys["client.a"]
+    if shutil.which("ceph-authtool") is None:
+        return
+    out = subprocess.run(["ceph-authtool", "-l", str(kr)], capture_output=True, text=True,
+                         check=True).stdout
+    assert f"[client.a]\n\tkey = {keys['client.a']}\n" in out
+    assert '\tcaps mon = "allow *"\n\tcaps osd = "profile rbd"\n' in out
+    assert f"[osd.3]\n\tkey = {keys['osd.3']}\n" in out

@@ -9,7 +9,7 @@ action and option passed to a script is one its argument parser has (options aft
 Vagrantfile and in the scripts it provisions) is accepted by ``targetcli-rbd VERB
 --help`` with every option given; the ceph box's cluster is told to bind the
 box's address. ceph-client.sh runs against real clusters (loopback and, where the
-host has one, a non-loopback address).
+host has one, a non-loopback address); ceph.sh brings one up with images and down.
 Not here: booting the boxes (vagrant up).
 """
 
@@ -364,3 +364,35 @@ def test_ceph_client_on_a_public_address(tmp_path):
         with rados.Rados(conffile=str(out / "ceph.conf"), rados_id="admin",
                          conf={"keyring": str(keyring)}) as cl:
             assert "rbd" in cl.list_pools()
+
+
+def test_ceph_sh_up_with_images_and_down(tmp_path):
+    """ceph.sh as the boxes and the VM guests call it: its stdout is the conf path
+    alone, the images are there with their sizes (created by the module's ``up``),
+    ``down`` keeps the logs and removes the cluster; a spec without SIZE is refused."""
+    if shutil.which("ceph-mon") is None:
+        pytest.skip("Ceph not installed: run scripts/setup")
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LAB_LOG_DIR": str(tmp_path / "log"),
+           "LAB_STATE_DIR": str(tmp_path / "state"), "HOME": str(tmp_path),
+           "PYTHON": sys.executable}
+    d = tmp_path / "ceph"
+    bad = subprocess.run([str(SCRIPTS / "ceph.sh"), "up", "--dir", str(d), "--image",
+                          "rbd/nosize"], capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 1 and "--image wants POOL/NAME=SIZE, got rbd/nosize" in bad.stderr
+    up = subprocess.run([str(SCRIPTS / "ceph.sh"), "up", "--dir", str(d), "--image",
+                         "rbd/a=16M", "--image", "rbd/b=1G"], capture_output=True, text=True,
+                        env=env, timeout=600)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert up.stdout == f"{d.resolve()}/ceph.conf\n"
+        ls = subprocess.run(["rbd", "-c", up.stdout.strip(), "ls", "-l", "--format", "json"],
+                            capture_output=True, text=True, timeout=120)
+        assert ls.returncode == 0, ls.stderr
+        assert {i["image"]: i["size"] for i in json.loads(ls.stdout)} == \
+            {"a": 16 << 20, "b": 1 << 30}
+        assert "image.rbd/b=1073741824 (created)" in (tmp_path / "log" / "ceph.log").read_text()
+    finally:
+        dn = subprocess.run([str(SCRIPTS / "ceph.sh"), "down", "--dir", str(d)],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert dn.returncode == 0 and dn.stdout == "down\n", dn.stderr
+    assert not d.exists() and (tmp_path / "log" / "ceph" / "ceph-mon.a.log").is_file()

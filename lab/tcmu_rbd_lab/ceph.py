@@ -4,8 +4,9 @@ local IPv4 address (127.0.0.1 unless told otherwise).
 Here: :class:`CephCluster` (keyrings, mon, OSD and pool ``rbd`` brought up and
 torn down, the commands run against it, OSD faults) and the ``up``/``down`` CLI.
 Not here: ceph.conf's text, ports, the bluestore block device, the state file and
-``down`` itself (ceph_setup.py); the mgr and the service map (ceph_mgr.py);
-starting and stopping processes (process.py).
+``down`` itself (ceph_setup.py); the mgr and the service map (ceph_mgr.py); the
+in-process client.admin every command after the mon answers goes through
+(ceph_admin.py); starting and stopping processes (process.py).
 
 One implementation for the tests, benchmarks, the demo and the VM lab.  Everything
 writable lives under ``base_dir`` (default: a fresh directory under /tmp), so it also
@@ -26,16 +27,17 @@ Objectstores:
 
 CLI (used by the VM harness and the demo):
     python -m tcmu_rbd_lab.ceph up --dir D [--objectstore bluestore] [--mgr]
-                                   [--public-addr IP]
+                                   [--public-addr IP] [--image POOL/NAME=SIZE]...
     python -m tcmu_rbd_lab.ceph down --dir D
 ``up`` leaves the daemons running and writes D/cluster.json (pids, loop devices,
-ports); ``down`` reads it, kills exactly those pids and removes D.
+ports); ``--image`` creates an image (SIZE as ``rbd create --size`` takes it; one
+already there with that size is fine); ``down`` kills exactly the recorded pids and
+removes D.
 """
 
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import shutil
 import signal
@@ -49,12 +51,15 @@ import weakref
 from pathlib import Path
 from typing import Iterable, Mapping
 
+import rados
+
+from .ceph_admin import AdminClient
 from .ceph_mgr import MGR_ID, mgr_conf, service_dump, service_status, start_mgr, \
     wait_mgr_available
 from .ceph_setup import (
     MON_ID, STATE_FILE, CephClusterError, bluestore_block, ceph_conf_text,
     check_public_addr, cli_parser, detach_loop, down, mon_addrs, pick_port_pair,
-    up_report, write_state,
+    up_report, write_keyring, write_state,
 )
 from .process import Daemon, log_tail
 
@@ -137,6 +142,7 @@ class CephCluster:
         self._mon: Daemon | None = None
         self._osd: Daemon | None = None
         self._mgr: Daemon | None = None
+        self._admin: AdminClient | None = None
         self._started = False
         self._detached = False
 
@@ -187,6 +193,14 @@ class CephCluster:
         for k in ("CEPH_ARGS", "CEPH_KEYRING"):
             env.pop(k, None)
         return env
+
+    @property
+    def admin(self) -> AdminClient:
+        """The connected in-process client.admin (ceph_admin.py), from when the mon
+        answers until stop() or detach()."""
+        if self._admin is None:
+            raise CephClusterError("cluster not started (no admin client): start() it")
+        return self._admin
 
     def rados_kwargs(self) -> dict:
         """Keyword arguments for ``rados.Rados(**kw)`` as client.admin."""
@@ -249,6 +263,7 @@ class CephCluster:
         for d in reversed(self._daemons().values()):
             d.kill(signal.SIGKILL)
         self._mgr = self._osd = self._mon = None
+        self._close_admin()
         self._detach_loop()
         if self.base_dir is not None and self.remove_on_stop and self._started:
             shutil.rmtree(self.base_dir, ignore_errors=True)
@@ -259,8 +274,14 @@ class CephCluster:
     def detach(self) -> None:
         """Leave the daemons running past interpreter exit (the CLI's ``up``)."""
         self._detached = True
+        self._close_admin()
         with _live_lock:
             _live.discard(self)
+
+    def _close_admin(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
 
     # --------------------------------------------------------------- commands
     def run(self, *args: str, timeout: float | None = None, check: bool = True,
@@ -300,15 +321,8 @@ class CephCluster:
         """Create an RBD image of ``size`` bytes; returns its spec pool[/ns]/name.
 
         features=None gives Ceph's defaults; an empty tuple only layering."""
-        spec = f"{pool}/{namespace}/{name}" if namespace else f"{pool}/{name}"
-        argv = ["rbd", "create", spec, "--size", f"{int(size)}B"]
-        if features is not None:
-            feats = list(features) or ["layering"]
-            argv += ["--image-feature", ",".join(feats)]
-        if object_size:
-            argv += ["--object-size", f"{int(object_size)}B"]
-        self.run(*argv)
-        return spec
+        self.admin.create_image(pool, namespace, name, size, features, object_size)
+        return f"{pool}/{namespace}/{name}" if namespace else f"{pool}/{name}"
 
     def remove_image(self, name: str, pool: str = "rbd",
                      namespace: str | None = None) -> None:
@@ -321,9 +335,9 @@ class CephCluster:
         self.run("rbd", "namespace", "create", f"{pool}/{ns}")
 
     def create_pool(self, pool: str, pg_num: int = 8, rbd_init: bool = True) -> None:
-        self.run("ceph", "osd", "pool", "create", pool, str(pg_num), str(pg_num))
+        self.admin.create_pool(pool, pg_num, self.timeout)
         if rbd_init:
-            self.run("rbd", "pool", "init", pool)
+            self.admin.pool_init(pool)
 
     def create_client(self, name: str, caps: Mapping[str, str] | None = None) -> str:
         """Create cephx user client.<name> with ``caps`` ({"mon": "profile rbd", "osd":
@@ -336,14 +350,8 @@ class CephCluster:
         """A new key for ``entity`` (client.x, mgr.x) with ``caps``, in the cluster's
         auth database and in keyring/ceph.<entity>.keyring (mode 0600): its path."""
         path = self._dir / "keyring" / f"ceph.{entity}.keyring"
-        self.run("ceph-authtool", "--create-keyring", str(path), "--gen-key", "-n", entity)
-        argv = ["ceph", "auth", "add", entity, "-i", str(path)]
-        for daemon, cap in (caps or {}).items():
-            argv += [daemon, cap]
-        self.run(*argv)
-        for daemon, cap in (caps or {}).items():
-            self.run("ceph-authtool", str(path), "-n", entity, "--cap", daemon, cap)
-        os.chmod(path, 0o600)
+        write_keyring(path, {entity: caps or {}})
+        self.admin.auth_add(entity, path, {}, self.timeout)  # the caps: the keyring's
         return str(path)
 
     def service_status(self) -> dict:
@@ -367,7 +375,8 @@ class CephCluster:
         self._write_state()
 
     def start_osd(self, wait: bool = True) -> None:
-        """Restart the OSD on the same store; wait until a ``rados put`` succeeds."""
+        """Restart the OSD on the same store; wait until the new process is up and
+        pool rbd takes a write."""
         if self._osd is not None and self._osd.poll() is None:
             return
         if self.objectstore == "memstore":
@@ -401,14 +410,10 @@ class CephCluster:
             self.mon_ports = pick_port_pair(addr=self.public_addr)
             self._write_conf()
             if attempt == 0:
-                self.run("ceph-authtool", "--create-keyring", str(mon_kr), "--gen-key",
-                         "-n", "mon.", "--cap", "mon", "allow *")
-                self.run("ceph-authtool", "--create-keyring", self.admin_keyring,
-                         "--gen-key", "-n", "client.admin", "--cap", "mon", "allow *",
-                         "--cap", "osd", "allow *", "--cap", "mds", "allow *",
-                         "--cap", "mgr", "allow *")
-                self.run("ceph-authtool", str(mon_kr), "--import-keyring",
-                         self.admin_keyring)
+                admin = {"client.admin": {d: "allow *" for d in ("mon", "osd", "mds",
+                                                                  "mgr")}}
+                key = write_keyring(self.admin_keyring, admin)
+                write_keyring(mon_kr, {"mon.": {"mon": "allow *"}, **admin}, key)
             monmap = d / "tmp" / "monmap"
             self.run("monmaptool", "--create", "--clobber", "--fsid", self.fsid,
                      "--addv", MON_ID, self.mon_host, str(monmap))
@@ -433,24 +438,25 @@ class CephCluster:
                 raise e
 
     def _wait_mon(self) -> None:
+        """Until client.admin connects (2 s an attempt, as ``ceph --connect-timeout 2``):
+        the client every later command goes through."""
         deadline = time.monotonic() + self.timeout
         assert self._mon is not None
         time.sleep(0.2)
         while True:
             if self._mon.poll() is not None:
                 raise CephClusterError(self._mon.describe_failure("exited during start-up"))
-            r = subprocess.run(["ceph", "-c", self.conf_path, "--id", "admin",
-                                "--keyring", self.admin_keyring, "--connect-timeout", "2",
-                                "mon", "stat"], env=self.env(), capture_output=True,
-                               timeout=60)
-            if r.returncode == 0:
+            try:
+                self._admin = AdminClient(self.conf_path, self.admin_keyring, 2,
+                                          self.timeout, self._daemon_report)
                 return
+            except rados.Error as e:
+                last = str(e)
             if time.monotonic() > deadline:
-                raise CephClusterError(
-                    self._mon.describe_failure(
-                        f"not answering after {self.timeout:.0f}s (last `ceph mon stat`: "
-                        f"{r.stderr.decode(errors='replace').strip()[-500:]})"))
-            time.sleep(0.5)
+                raise CephClusterError(self._mon.describe_failure(
+                    f"not answering after {self.timeout:.0f}s (last connection "
+                    f"attempt: {last[-500:]})"))
+            time.sleep(0.2)
 
     def _prepare_bluestore_block(self) -> None:
         self.block_mode, self.loop_device = bluestore_block(
@@ -467,15 +473,14 @@ class CephCluster:
         if self.objectstore == "bluestore":
             self._prepare_bluestore_block()
         self.osd_uuid = str(uuid.uuid4())
-        out = self.run("ceph", "osd", "new", self.osd_uuid).stdout.strip()
-        self.osd_id = int(out.splitlines()[-1])
+        self.osd_id = int(self.admin.mon_json({"prefix": "osd new", "uuid": self.osd_uuid},
+                                              self.timeout)["osdid"])
         osd_dir = self._dir / "osd" / f"ceph-{self.osd_id}"
         osd_dir.mkdir()
         kr = osd_dir / "keyring"
-        self.run("ceph-authtool", "--create-keyring", str(kr), "--gen-key",
-                 "-n", f"osd.{self.osd_id}")
-        self.run("ceph", "auth", "add", f"osd.{self.osd_id}", "osd", "allow *",
-                 "mon", "allow profile osd", "-i", str(kr))
+        write_keyring(kr, {f"osd.{self.osd_id}": {}})
+        self.admin.auth_add(f"osd.{self.osd_id}", kr,
+                            {"osd": "allow *", "mon": "allow profile osd"}, self.timeout)
         try:
             self.run("ceph-osd", "-c", self.conf_path, "-i", str(self.osd_id), "--mkfs",
                      "--osd-uuid", self.osd_uuid, timeout=self.timeout)
@@ -486,8 +491,9 @@ class CephCluster:
             ) from None
 
     def _start_osd_daemon(self, wait: bool = True) -> None:
-        d = self._dir
-        n = self.osd_id
+        d, n = self._dir, self.osd_id
+        # a killed OSD stays up in the map until its successor boots: wait for that
+        before = self.admin.osd_up_since(n, self.osd_uuid, 60)
         self._osd = Daemon(f"ceph-osd (osd.{n})",
                            ["ceph-osd", "-f", "-c", self.conf_path, "-i", str(n)]
                            + self.daemon_args.get("osd", []),
@@ -495,55 +501,40 @@ class CephCluster:
                            d / "log" / f"osd.{n}.stderr", self.env(),
                            self.die_with_parent)
         if wait:
-            self._wait_osd_up()
+            self._wait_osd_up(before)
 
     def _check_daemons(self, what: str) -> None:
         for dmn in self._daemons().values():
             if dmn.poll() is not None:
                 raise CephClusterError(dmn.describe_failure(f"exited while {what}"))
 
-    def _wait_osd_up(self) -> None:
+    def _wait_osd_up(self, before: int) -> None:
+        """Until the OSD map has it up since after epoch ``before`` and pool rbd (if
+        there yet) takes a write."""
         deadline = time.monotonic() + self.timeout
         while True:
             self._check_daemons("waiting for the OSD to come up")
-            r = self.run("ceph", "osd", "dump", "--format", "json", check=False,
-                         timeout=60)
-            if r.returncode == 0:
-                osds = json.loads(r.stdout).get("osds", [])
-                me = [o for o in osds if o.get("osd") == self.osd_id]
-                if me and me[0].get("up") and me[0].get("uuid") == self.osd_uuid:
-                    # up in the map; after a restart make sure it is the new process
-                    if self._probe_write(timeout=10):
-                        return
+            if self.admin.osd_up_since(self.osd_id, self.osd_uuid, 60) > before and \
+                    self.admin.probe_write("rbd", 10):
+                return
             if time.monotonic() > deadline:
                 assert self._osd is not None
                 raise CephClusterError(self._osd.describe_failure(
                     f"not up/serving I/O after {self.timeout:.0f}s"))
-            time.sleep(0.5)
-
-    def _probe_write(self, timeout: float = 10) -> bool:
-        # only meaningful once pool rbd exists
-        r = self.run("ceph", "osd", "pool", "ls", check=False, timeout=60)
-        if r.returncode != 0 or "rbd" not in r.stdout.split():
-            return True
-        data = f"probe {time.time()}".encode()
-        r = self.run("rados", "-p", "rbd", "--rados-osd-op-timeout", str(int(timeout)),
-                     "put", "tcmu-rbd-readiness-probe", "-", input=data, check=False,
-                     timeout=timeout + 30)
-        return r.returncode == 0
+            time.sleep(0.2)
 
     def _create_pool(self) -> None:
-        self.run("ceph", "osd", "pool", "create", "rbd", str(self.pg_num),
-                 str(self.pg_num))
+        self.admin.create_pool("rbd", self.pg_num, self.timeout)
         deadline = time.monotonic() + self.timeout
-        while not self._probe_write(timeout=10):
+        while not self.admin.probe_write("rbd", 10):
             self._check_daemons("waiting for pool rbd to accept writes")
             if time.monotonic() > deadline:
-                raise CephClusterError("pool rbd did not accept a `rados put` within "
-                                       f"{self.timeout:.0f}s" + self._daemon_report())
-            time.sleep(0.5)
-        self.run("rados", "-p", "rbd", "rm", "tcmu-rbd-readiness-probe", check=False)
-        self.run("rbd", "pool", "init", "rbd")
+                raise CephClusterError("pool rbd did not accept a write (the readiness "
+                                       f"probe) within {self.timeout:.0f}s"
+                                       + self._daemon_report())
+            time.sleep(0.2)
+        self.admin.remove_probe("rbd")
+        self.admin.pool_init("rbd")
 
     def _write_state(self) -> dict:
         if self.base_dir is None or not self.base_dir.exists():
@@ -582,14 +573,15 @@ def _main(argv: list[str] | None = None) -> int:
                             bluestore_block=a.bluestore_block, timeout=a.timeout,
                             mgr=a.mgr, public_addr=a.public_addr)
             c.start()
-            for spec in a.image:
-                name, _, size = spec.partition("=")
-                c.create_image(name, int(size))
+            made = [(img, c.admin.ensure_image(*img)) for img in a.image]
         except CephClusterError as e:
             print(f"ceph up failed: {e}", file=sys.stderr)
             return 1
         c.detach()
         print(up_report(c._write_state()))
+        for (pool, ns, name, size), new in made:
+            spec = "/".join(p for p in (pool, ns, name) if p)
+            print(f"image.{spec}={size} ({'created' if new else 'there already'})")
         return 0
     for line in down(a.dir, remove=not a.keep):
         print(line)

@@ -66,7 +66,7 @@ def mgr_conf(module_path: str = MGR_MODULE_PATH) -> dict[str, dict[str, object]]
 def start_mgr(cluster, extra_args: list[str] | None = None) -> Daemon:
     """Create mgr.x's key (first start only) and start ``ceph-mgr``; does not wait.
 
-    ``cluster`` is the :class:`~tcmu_rbd_lab.ceph.CephCluster` (its ``run``,
+    ``cluster`` is the :class:`~tcmu_rbd_lab.ceph.CephCluster` (its ``admin``,
     ``create_key``, ``base_dir``, ``conf_path``, ``env()``, ``die_with_parent``)."""
     if shutil.which("ceph-mgr") is None:
         raise CephClusterError("ceph-mgr is not installed (Debian package ceph-mgr: "
@@ -79,7 +79,8 @@ def start_mgr(cluster, extra_args: list[str] | None = None) -> Daemon:
         cluster.create_key(f"mgr.{MGR_ID}", MGR_CAPS)
         # the always-on modules it does not load (see the module doc); sticky: the
         # check is not raised yet
-        cluster.run("ceph", "health", "mute", "MGR_MODULE_ERROR", "--sticky")
+        cluster.admin.mon_command({"prefix": "health mute", "code": "MGR_MODULE_ERROR",
+                                   "sticky": True}, cluster.timeout)
     return Daemon(f"ceph-mgr (mgr.{MGR_ID})",
                   ["ceph-mgr", "-f", "-c", cluster.conf_path, "-i", MGR_ID,
                    "--mgr-data", str(data)] + list(extra_args or []),
@@ -89,29 +90,25 @@ def start_mgr(cluster, extra_args: list[str] | None = None) -> Daemon:
 
 
 def wait_mgr_available(cluster, mgr: Daemon, timeout: float) -> None:
-    """Until ``ceph mgr stat`` names mgr.x active and available (CephClusterError
-    with the mgr's log when it exits or ``timeout`` seconds pass)."""
+    """Until ``ceph mgr stat`` (through ``cluster.admin``) names mgr.x active and
+    available (CephClusterError with the mgr's log when it exits or ``timeout``
+    seconds pass)."""
     deadline = time.monotonic() + timeout
     last = ""
     while True:
         if mgr.poll() is not None:
             raise CephClusterError(mgr.describe_failure("exited during start-up"))
-        r = cluster.run("ceph", "mgr", "stat", "--format", "json", check=False,
-                        timeout=60)
-        if r.returncode == 0:
-            try:
-                st = json.loads(r.stdout)
-            except ValueError:
-                st = {}
+        try:
+            st = cluster.admin.mon_json({"prefix": "mgr stat"}, 60)
             if st.get("available") and st.get("active_name") == MGR_ID:
                 return
-            last = r.stdout.strip()
-        else:
-            last = r.stderr.strip()[-500:]
+            last = json.dumps(st)
+        except CephClusterError as e:
+            last = str(e)[-500:]
         if time.monotonic() > deadline:
             raise CephClusterError(mgr.describe_failure(
                 f"not available after {timeout:.0f}s (last `ceph mgr stat`: {last})"))
-        time.sleep(0.5)
+        time.sleep(0.2)
 
 
 def _mgr_json(cluster, *args: str, timeout: float) -> dict:

@@ -3,7 +3,8 @@
 # (python -m tcmu_rbd_lab.ceph). Usage:
 #   ceph.sh up   --dir DIR [--image POOL/NAME=SIZE]... [-- MODULE ARGS...]
 #   ceph.sh down [--dir DIR]
-# SIZE is anything `rbd create --size` takes (1G, 512M). MODULE ARGS go to the module's
+# SIZE is what `rbd create --size` takes (1G, 512M); the module's `up` creates the images
+# in-process (one already there with that size is fine). MODULE ARGS go to the module's
 # `up` (e.g. --objectstore bluestore). `up` prints the path of the cluster's ceph.conf;
 # `down` copies the cluster's logs into $LAB_LOG_DIR/ceph, then stops and removes it. The directory is remembered in
 # $LAB_STATE_DIR/ceph_dir for teardown.sh.
@@ -24,20 +25,18 @@ done
 
 case $action in
   up)
+    image_args=()
+    for spec in ${images[@]+"${images[@]}"}; do
+      [ "${spec%%=*}" != "$spec" ] || die "--image wants POOL/NAME=SIZE, got $spec"
+      image_args+=(--image "$spec")
+    done
     mkdir -p "$dir"
     echo "$dir" >"$LAB_STATE_DIR/ceph_dir"
-    up_out=$("$PYTHON" -m tcmu_rbd_lab.ceph up --dir "$dir" ${extra[@]+"${extra[@]}"})
+    up_out=$("$PYTHON" -m tcmu_rbd_lab.ceph up --dir "$dir" ${image_args[@]+"${image_args[@]}"} \
+      ${extra[@]+"${extra[@]}"})
     echo "$up_out"
     conf=$(sed -n 's/^conf=//p' <<<"$up_out")
     [ -n "$conf" ] && [ -f "$conf" ] || die "no ceph.conf after the cluster came up"
-    for spec in ${images[@]+"${images[@]}"}; do
-      name=${spec%%=*} size=${spec#*=}
-      [ "$name" != "$spec" ] || die "--image wants POOL/NAME=SIZE, got $spec"
-      if ! rbd --conf "$conf" info "$name" >/dev/null 2>&1; then
-        rbd --conf "$conf" create --size "$size" "$name"
-      fi
-      rbd --conf "$conf" info "$name"
-    done
     result "$conf"
     ;;
   down)
