@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # What a real gateway host needs beyond the other lab scripts (the one-VM test runs
 # its daemon and `targetcli-rbd sync` by hand instead). Usage:
-#   gateway.sh install --ceph DIR [--venv DIR]
+#   gateway.sh install --ceph DIR [--deb FILE]
 #       /etc/ceph from DIR (ceph.conf + *.keyring, as ceph-client.sh wrote them on
 #       the cluster's host); the daemon as packaged (README "Installing on a
-#       gateway"): /usr/bin links into the venv, tcmu-rbd.service, the D-Bus
-#       activation file, /etc/tcmu-rbd/tcmu-rbd.conf (kept if present), the LIO
-#       modules loaded at boot, tcmu-runner disabled, tcmu-rbd.service enabled
-#       (then start it with dbus.sh --policy, kernel-target.sh, tcmu-daemon.sh).
+#       gateway"): the tcmu-rbd .deb (FILE, else built from this tree with
+#       scripts/build-deb) installed with apt-get: /usr/bin/tcmu-rbd and
+#       targetcli-rbd, tcmu-rbd.service enabled, the D-Bus policy and activation
+#       files, /etc/tcmu-rbd/tcmu-rbd.conf, tcmu-runner removed; the LIO modules
+#       loaded at boot (then start it with dbus.sh, kernel-target.sh, tcmu-daemon.sh).
 #   gateway.sh sync --gateway NAME [--target IQN --tag N]
 #       targetcli-rbd-sync.service running `targetcli-rbd sync --gateway NAME`
 #       (this host's LIO objects from the shared configuration), enabled and
@@ -19,11 +20,11 @@ set -euo pipefail
 action=${1:-}; shift || true
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-ceph= venv=$repo/.venv gw= target= tag=
+ceph= deb= gw= target= tag=
 while [ $# -gt 0 ]; do
   case $1 in
     --ceph) ceph=$2; shift 2 ;;
-    --venv) venv=$2; shift 2 ;;
+    --deb) deb=$2; shift 2 ;;
     --gateway) gw=$2; shift 2 ;;
     --target) target=$2; shift 2 ;;
     --tag) tag=$2; shift 2 ;;
@@ -38,21 +39,21 @@ case $action in
     [ -s "$ceph/ceph.conf" ] || die "no ceph.conf in $ceph (bring the cluster's host up first)"
     keyrings=("$ceph"/*.keyring)
     [ -s "${keyrings[0]}" ] || die "no keyring in $ceph"
-    for b in tcmu-rbd targetcli-rbd; do
-      [ -x "$venv/bin/$b" ] || die "$venv/bin/$b missing (run scripts/setup)"
-    done
-    install -d /etc/ceph /etc/tcmu-rbd
+    if [ -z "$deb" ]; then
+      deb=$("$repo/scripts/build-deb" "$LAB_STATE_DIR/deb") || die "scripts/build-deb failed (run scripts/setup first)"
+    fi
+    [ -f "$deb" ] || die "no package $deb"
+    install -d /etc/ceph
     install -m 0644 "$ceph/ceph.conf" /etc/ceph/ceph.conf
     for k in "${keyrings[@]}"; do install -m 0600 "$k" /etc/ceph/; done
-    ln -sf "$venv/bin/tcmu-rbd" "$venv/bin/targetcli-rbd" /usr/bin/
-    install -m 0644 "$repo/packaging/tcmu-rbd.service" /etc/systemd/system/
-    install -m 0644 "$repo/packaging/org.kernel.TCMUService1.service" /usr/share/dbus-1/system-services/
-    [ -f /etc/tcmu-rbd/tcmu-rbd.conf ] || install -m 0644 "$repo/packaging/tcmu-rbd.conf" /etc/tcmu-rbd/
     printf 'target_core_user\niscsi_target_mod\n' >/etc/modules-load.d/tcmu-rbd.conf
-    systemctl disable --now tcmu-runner.service 2>/dev/null || true
+    # Conflicts + Replaces: apt removes tcmu-runner; the unit is enabled and started
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$(realpath "$deb")"
+    # a unit left in /etc by this script's venv installs of old would hide the package's
+    rm -f /etc/systemd/system/tcmu-rbd.service
     systemctl daemon-reload
-    systemctl enable tcmu-rbd.service
-    result "installed"
+    systemctl is-enabled tcmu-rbd.service
+    result "installed $(dpkg-query -W -f='${Version}' tcmu-rbd)"
     ;;
   sync)
     [ -n "$gw" ] || die "--gateway NAME is required"

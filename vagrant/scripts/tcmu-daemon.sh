@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The TCMU daemon that serves user:rbd backstores. Usage:
-#   tcmu-daemon.sh start|stop|kill|status [--daemon tcmu-rbd|tcmu-runner] [-- ARGS...]
+#   tcmu-daemon.sh start|stop|kill|status [--daemon tcmu-rbd|tcmu-runner] [--unit FILE]
+#                  [-- ARGS...]
 # TCMU_DAEMON selects the default daemon (tcmu-rbd: the project's, started as
-# "$PYTHON -m tcmu_rbd"; tcmu-runner: the reference/peer). `start` waits until
+# "$PYTHON -m tcmu_rbd"; tcmu-runner: the reference/peer). --unit FILE: the daemon
+# as packaged, on a host without systemd: started by FILE's ExecStart= command (the
+# .deb's /lib/systemd/system/tcmu-rbd.service runs /usr/bin/tcmu-rbd). `start` waits until
 # org.kernel.TCMUService1 has an owner on the system bus (its D-Bus policy must be
 # installed: dbus.sh --policy). `kill` is SIGKILL (crash tests); `stop` is SIGTERM.
 # On a systemd host with a <daemon>.service unit, systemctl is used instead.
@@ -11,10 +14,11 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 action=${1:-}; shift || true
-daemon=${TCMU_DAEMON:-tcmu-rbd} extra=()
+daemon=${TCMU_DAEMON:-tcmu-rbd} extra=() unit=
 while [ $# -gt 0 ]; do
   case $1 in
     --daemon) daemon=$2; shift 2 ;;
+    --unit) unit=$2; shift 2 ;;
     --) shift; extra=("$@"); break ;;
     *) die "unknown argument $1" ;;
   esac
@@ -24,6 +28,11 @@ case $daemon in
   tcmu-runner) cmd=(tcmu-runner --tcmu-log-dir "$LAB_LOG_DIR") ;;
   *) die "unknown daemon $daemon" ;;
 esac
+if [ -n "$unit" ]; then
+  [ -f "$unit" ] || die "no unit file $unit"
+  read -r -a cmd <<<"$(sed -n 's/^ExecStart=//p' "$unit" | tail -n 1)"
+  [ ${#cmd[@]} -gt 0 ] || die "$unit has no ExecStart= line"
+fi
 cmd+=(${extra[@]+"${extra[@]}"})
 
 if [ -z "${CEPH_CONF:-}" ] && [ -f "$LAB_STATE_DIR/ceph_dir" ]; then
