@@ -14,6 +14,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 
+#include "metrics.h"
 #include "ring.h"
 #include "scsi_fast.h"
 #include "engine.h"
@@ -144,6 +145,8 @@ static int drain(struct rq *q, struct tr_ring *r, uint64_t *tags, int64_t *rets,
         uint64_t ext = q->extra[q->rd];
         q->rd = (q->rd + 1) % q->cap;
         q->n--;
+        if (r && r->metrics && ret < 0)
+            lm_backend_error(r->metrics, ret);
         if (r && (tag & engine_fast_tag) && ret >= 0) {
             struct tr_cmd *c = &r->cmds[tag & 0xFFFF];
             if (c->outstanding && c->gen == (uint32_t)(tag >> 16)) {

@@ -128,6 +128,21 @@ void tr_close(struct tr_ring *r)
 uint32_t tr_load_head(struct tr_ring *r) { return load_acquire(r->base, MB_HEAD_OFF); }
 uint32_t tr_load_tail(struct tr_ring *r) { return load_acquire(r->base, MB_TAIL_OFF); }
 
+void tr_set_metrics(struct tr_ring *r, struct lun_metrics *m)
+{
+    uint64_t in_use = 0;
+
+    r->metrics = m;
+    if (!m)
+        return;
+    for (uint32_t i = 0; i < TCMU_IDS; i++)
+        if (r->cmds[i].outstanding)
+            in_use += r->cmds[i].data_len;
+    lm_set(&m->data_size, r->size - r->data_off);
+    lm_set(&m->in_flight, r->outstanding);
+    lm_set(&m->data_in_use, in_use);
+}
+
 /* Forget every outstanding command and resynchronise with the mailbox:
  * after action/reset_ring the kernel has failed them and zeroed head/tail.
  * Returns 0, or -EPROTO for a cmd_head or cmd_tail no entry can start at. */
@@ -138,6 +153,10 @@ int tr_forget_all(struct tr_ring *r)
     r->slot_rd = r->slot_n = 0;
     r->outstanding = 0;
     r->dirty = 0;
+    if (r->metrics) {
+        lm_set(&r->metrics->in_flight, 0);
+        lm_set(&r->metrics->data_in_use, 0);
+    }
     return resync(r);
 }
 
@@ -222,6 +241,7 @@ int tr_take(struct tr_ring *r, struct tr_event *ev, int max)
 {
     uint32_t head = load_acquire(r->base, MB_HEAD_OFF);
     int n = 0, corrupt = 0;
+    uint64_t now = 0, taken = 0;    /* with metrics: one clock read per take */
 
     r->tmr_used = 0;
     if (!ring_pos_ok(r, head))
@@ -240,6 +260,12 @@ int tr_take(struct tr_ring *r, struct tr_event *ev, int max)
         }
         if (op == TCMU_OP_CMD && len >= sizeof(struct tcmu_cmd_entry) && !r->cmds[id].outstanding) {
             take_cmd(r, off, len, id);
+            if (r->metrics) {
+                if (!now)
+                    now = lm_now_ns();
+                r->cmds[id].t0 = now;
+                taken += r->cmds[id].data_len;
+            }
             r->outstanding++;
             r->cmds[id].outstanding = 1;
             r->slots[(r->slot_rd + r->slot_n) % TCMU_IDS] = off;
@@ -277,6 +303,10 @@ int tr_take(struct tr_ring *r, struct tr_event *ev, int max)
         store_release(r->base, MB_TAIL_OFF, r->next);
         r->dirty = 1;
     }
+    if (r->metrics && now) {
+        lm_set(&r->metrics->in_flight, r->outstanding);
+        lm_set(&r->metrics->data_in_use, r->metrics->data_in_use + taken);
+    }
     return n || !corrupt ? n : -EPROTO;
 }
 
@@ -310,6 +340,13 @@ int tr_complete(struct tr_ring *r, uint16_t cmd_id, uint8_t status,
         if (sense_len)
             memcpy(ent->rsp.sense_buffer, sense, sense_len);
         memset(ent->rsp.sense_buffer + sense_len, 0, TCMU_SENSE_BUFFERSIZE - sense_len);
+    }
+    if (r->metrics) {
+        struct tr_cmd *c = &r->cmds[cmd_id];
+        struct lun_metrics *m = r->metrics;
+        lm_done(m, c->cdb, c->data_len, status, sense, sense_len, c->t0, lm_now_ns());
+        lm_set(&m->in_flight, r->outstanding - 1);
+        lm_set(&m->data_in_use, m->data_in_use - c->data_len);
     }
     r->cmds[cmd_id].outstanding = 0;
     r->outstanding--;

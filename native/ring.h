@@ -21,6 +21,8 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "metrics.h"
+
 /* Why an entry is malformed (tr_cmd.bad). */
 enum { TR_BAD_ENTRY = 1,    /* too short for its iovec count */
        TR_BAD_CDB = 2,      /* CDB outside the entry, or of unknown length */
@@ -38,6 +40,7 @@ struct tr_cmd {
     uint8_t  cdb[32];       /* copied out of the ring when the entry is taken */
     uint8_t  cdb_len;
     uint8_t  outstanding;
+    uint64_t t0;            /* lm_now_ns() when taken (with metrics) */
 };
 
 enum { TR_EV_CMD = 1, TR_EV_TMR = 2 };
@@ -72,6 +75,7 @@ struct tr_ring {
     uint16_t *tmr_ids;      /* scratch for the ids carried by TMR entries of one take */
     uint32_t tmr_used;
     struct tr_cmd *cmds;    /* 65536 entries */
+    struct lun_metrics *metrics;   /* NULL: none recorded (tr_set_metrics) */
 };
 
 struct tr_ring *tr_open(void *base, uint64_t size, int fd);
@@ -83,6 +87,9 @@ int  tr_complete(struct tr_ring *r, uint16_t cmd_id, uint8_t status,
 int  tr_kick(struct tr_ring *r);
 int  tr_forget_all(struct tr_ring *r);
 uint32_t tr_load_head(struct tr_ring *r);
+/* Record every completion into m from now on (metrics.h), or nothing (NULL);
+ * sets m's gauges to the ring's state.  m stays the caller's. */
+void tr_set_metrics(struct tr_ring *r, struct lun_metrics *m);
 uint32_t tr_load_tail(struct tr_ring *r);
 
 void *tr_mmap(int fd, uint64_t size);

@@ -11,10 +11,12 @@ and what a message makes either side do (supervisor.py, worker.py).
 
 Worker contract
 ---------------
-* spawned as ``<worker_command> --uio uioN --ctl-fd FD --osd-op-timeout N --lock-grace S``
-  (N: the settings' default) with ``TCMU_RBD_CONFIG`` (settings file, if
-  any), ``TCMU_RBD_LOG_LEVEL`` and ``TCMU_RBD_SUPERVISOR_PID`` (the worker
-  dies with it: PR_SET_PDEATHSIG) in the environment, stdin ``/dev/null``,
+* spawned as ``<worker_command> --uio uioN --ctl-fd FD --osd-op-timeout N --lock-grace S
+  [--metrics-fd M]`` (N: the settings' default; M: the LUN's metrics
+  region, a memfd the worker maps and records into: tcmu_rbd/metrics.py)
+  with ``TCMU_RBD_CONFIG`` (settings file, if any), ``TCMU_RBD_LOG_LEVEL``
+  and ``TCMU_RBD_SUPERVISOR_PID`` (the worker dies with it:
+  PR_SET_PDEATHSIG) in the environment, stdin ``/dev/null``,
   stdout+stderr a pipe the supervisor relays into its log (an sd-daemon
   ``<N>`` prefix sets the level), in its own session; FD is an AF_UNIX
   stream socket carrying newline-delimited JSON objects;

@@ -3,7 +3,8 @@
 Belongs here: the command line, detaching, the single-instance lock
 (tcmu-runner's ``/run/tcmu.lock``) and the tcmu-runner check, and
 :func:`run`, which opens D-Bus, the target_core_user module parameters and
-netlink, starts the :class:`~tcmu_rbd.supervisor.Supervisor` and turns
+netlink, starts the :class:`~tcmu_rbd.supervisor.Supervisor` and the
+Prometheus endpoint (metrics.py) and turns
 SIGTERM/SIGINT/SIGHUP into its shutdown and a log reopen.
 
 Not here: the per-device state machine and netlink answers (supervisor.py),
@@ -210,6 +211,13 @@ def run(
 
         sup = Supervisor(s, netlink, kernel, loop)
         sup.attach_netlink()
+        metrics_server = None
+        if s.metrics_address is not None:
+            from .metrics import MetricsError, MetricsServer
+            try:
+                metrics_server = MetricsServer(s.metrics_address, sup)
+            except MetricsError as e:
+                log.error("serving the kernel without metrics: %s", e)
 
         def on_term():
             log.info("signal received: stopping")
@@ -232,6 +240,8 @@ def run(
             loop.run()
         finally:
             unblock()
+            if metrics_server:
+                metrics_server.close()
             if dbus_svc:
                 dbus_svc.close()
             try:

@@ -148,6 +148,17 @@ class Counters:
 class Failover:
     """The exclusive lock of one LUN's image on this gateway."""
 
+    @property
+    def owner(self) -> bool:
+        """This gateway holds the exclusive lock: writes may go."""
+        return self._owner
+
+    @owner.setter
+    def owner(self, value: bool) -> None:
+        self._owner = value
+        if self.on_owner is not None:
+            self.on_owner(value)
+
     def __init__(self, dev, backend, reopen, host: str, grace: float = DEFAULT_GRACE,
                  refresh: float = REFRESH):
         self.dev = _Configfs(dev, self)  # lio.TcmuDevice, used outside the gate
@@ -159,6 +170,7 @@ class Failover:
         self.peers = False              # other gateways' groups exist on this device
         self.grace = grace
         self.refresh_every = refresh
+        self.on_owner = None            # callable(bool) on every change of owner (metrics)
         self.owner = False              # read by the loop thread: writes may go
         self.counters = Counters()
         self._addr = ""

@@ -169,6 +169,12 @@ class Ring:
         return {"completions": r.completions, "doorbells": r.doorbells,
                 "dropped": r.dropped, "outstanding": r.outstanding}
 
+    def set_metrics(self, region) -> None:
+        """Record every completion into region (a metrics.LunRegion, kept
+        alive as long as the ring) from now on; None: record nothing."""
+        self._metrics = region
+        lib.tr_set_metrics(self._r, ffi.NULL if region is None else region.m)
+
     def forget_all(self) -> None:
         """Drop all state after the kernel reset the ring (action/reset_ring);
         RingError if cmd_head or cmd_tail is then where no entry can start."""

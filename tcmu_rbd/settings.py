@@ -16,6 +16,7 @@ Example (all keys optional)::
     request_timeout = 60        ; s: resize/reconfig/writecache answer
     restart_backoff_max = 60    ; s: cap of the crash-restart backoff
     lock_file = /run/tcmu.lock  ; the single-instance lock tcmu-runner takes too
+    metrics_address = 127.0.0.1:9289  ; Prometheus /metrics (host:port); 0 = none
 
     [rbd]
     osd_op_timeout = 30         ; s: default when the cfgstring has none
@@ -30,6 +31,7 @@ from __future__ import annotations
 import configparser
 import logging
 import os
+import ipaddress
 import shlex
 from dataclasses import dataclass, field
 
@@ -66,6 +68,9 @@ class Settings:
     lock_grace: float = 10.0
     #: tcmu-runner's single-instance lock (POSIX record lock)
     lock_file: str = "/run/tcmu.lock"
+    #: where /metrics is served (host, port); None = no metrics.  Loopback
+    #: unless the file asks for another address (a gateway's own, say).
+    metrics_address: tuple[str, int] | None = ("127.0.0.1", 9289)
     #: advanced/testing: the command that starts a worker (``--uio`` and
     #: ``--ctl-fd`` are appended).  Empty = ``python -m tcmu_rbd.worker``.
     worker_command: list[str] = field(default_factory=list)
@@ -87,6 +92,7 @@ _DAEMON_KEYS = {
     "restart_backoff_max",
     "worker_command",
     "lock_file",
+    "metrics_address",
 }
 _RBD_KEYS = {"osd_op_timeout", "lock_grace"}
 
@@ -166,6 +172,8 @@ def loads(text: str, source: str = "<string>") -> Settings:
             if not v.startswith("/"):
                 raise SettingsError(f"{w('lock_file')}: {v!r} must be an absolute path")
             s.lock_file = v
+        if "metrics_address" in sec:
+            s.metrics_address = parse_metrics_address(sec["metrics_address"], w("metrics_address"))
         if "worker_command" in sec and sec["worker_command"].strip():
             try:
                 s.worker_command = shlex.split(sec["worker_command"])
@@ -183,6 +191,33 @@ def loads(text: str, source: str = "<string>") -> Settings:
             s.lock_grace = _positive(sec["lock_grace"], f"{source}: [rbd] lock_grace",
                                      allow_zero=True)
     return s
+
+
+def parse_metrics_address(value: str, where: str = "metrics_address") -> tuple[str, int] | None:
+    """``host:port`` (an IPv4 address, ``[IPv6]`` or ``localhost``) -> (host,
+    port); ``0``, ``off`` or empty -> None (no metrics)."""
+    v = value.strip()
+    if v.lower() in ("", "0", "off", "no", "none"):
+        return None
+    hint = "expected host:port, e.g. 127.0.0.1:9289 or [::1]:9289 (0 serves no metrics)"
+    host, sep, port = v.rpartition(":")
+    if not sep or not host:
+        raise SettingsError(f"{where}: {value!r} has no port: {hint}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if ":" not in host:
+            raise SettingsError(f"{where}: {value!r}: brackets are for IPv6 addresses: {hint}")
+    elif ":" in host:
+        raise SettingsError(f"{where}: {value!r}: an IPv6 address goes in brackets: {hint}")
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise SettingsError(f"{where}: {value!r}: {host!r} is not an IP address: {hint}") from None
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(f"{where}: {value!r}: port {port!r} is not 1-65535: {hint}")
+    return host, int(port)
 
 
 def parse_log_target(value: str, where: str = "log_target") -> str:

@@ -28,6 +28,7 @@ from . import netlink as nl
 from .config import SUBTYPE
 from .lio import Kernel, TcmuDevice, UioName
 from .logs import DevLog, redact
+from .metrics import LunRegion
 from .settings import Settings
 from .worker_process import KILL_GRACE, WorkerProcess, default_worker_command, describe_exit
 
@@ -66,6 +67,9 @@ class ServedDevice:
     restart_timer: Timer | None = None
     start_timer: Timer | None = None
     initial: bool = False  # part of start-up recovery
+    metrics: LunRegion | None = None  # the LUN's counters, handed to each worker
+    restarts: int = 0
+    ring_resets: int = 0
 
     @property
     def uio(self) -> str:
@@ -146,6 +150,11 @@ class Supervisor:
 
     def _new_device(self, tcmu: TcmuDevice) -> ServedDevice:
         dev = ServedDevice(tcmu, DevLog(log, tcmu))
+        if self.settings.metrics_address is not None:
+            try:
+                dev.metrics = LunRegion()
+            except OSError as e:
+                dev.log.error("serving without metrics: cannot make its region: %s", e)
         self.devices[tcmu.uio] = dev
         return dev
 
@@ -312,7 +321,7 @@ class Supervisor:
                 dev.blocked = dev.tcmu.block()
             if self._stop_stale_holders(dev):
                 return  # _start_worker runs once they let go of the device
-            dev.tcmu.reset_ring()
+            dev.ring_resets += bool(dev.tcmu.reset_ring())
         self._start_worker(dev)
 
     def _stop_stale_holders(self, dev: ServedDevice) -> bool:
@@ -364,7 +373,7 @@ class Supervisor:
                 dev.log.error("stale worker(s) %s still hold /dev/%s", sorted(left), dev.uio)
             else:
                 dev.log.info("stale worker(s) gone: recovering the device")
-            dev.tcmu.reset_ring()
+            dev.ring_resets += bool(dev.tcmu.reset_ring())
             self._start_worker(dev)
 
         dev.start_timer = self.loop.call_later(0.1, poll)
@@ -376,7 +385,8 @@ class Supervisor:
                 self.worker_command, dev.uio, self.settings, self.loop, dev.log,
                 on_ready=functools.partial(self._worker_ready, dev),
                 on_failed=functools.partial(self._worker_failed, dev),
-                on_exit=functools.partial(self._worker_exited, dev))
+                on_exit=functools.partial(self._worker_exited, dev),
+                metrics_fd=dev.metrics.fd if dev.metrics is not None else None)
         except OSError as e:
             dev.worker = None
             dev.log.error("cannot start a worker: %s", e)
@@ -483,6 +493,7 @@ class Supervisor:
                 dev.log.warning("device is gone from sysfs; forgetting it")
                 self._drop(dev)
                 return
+            dev.restarts += 1
             self._spawn(dev, recovery=True)
 
         dev.restart_timer = self.loop.call_later(delay, restart)
@@ -497,6 +508,9 @@ class Supervisor:
         self._cancel_timers(dev)
         if self.devices.get(dev.uio) is dev:
             del self.devices[dev.uio]
+        if dev.metrics is not None:
+            dev.metrics.close()
+            dev.metrics = None
         self._settled(dev)
 
     def _forget(self, dev: ServedDevice, kill: bool) -> None:

@@ -43,6 +43,7 @@ from tcmu_rbd.failover import DEFAULT_GRACE, Failover
 from tcmu_rbd.handler import Handler
 from tcmu_rbd.lio import Kernel, TcmuDevice
 from tcmu_rbd.logs import configure_worker_logging
+from tcmu_rbd.metrics import LunRegion, MetricsError
 from tcmu_rbd.ring import UioRing
 from tcmu_rbd.settings import ENV_LOG_LEVEL, ENV_SUPERVISOR_PID
 
@@ -137,8 +138,10 @@ class Worker:
     control socket to the supervisor (None when started by hand)."""
 
     def __init__(self, dev: TcmuDevice, ctl: socket.socket | None,
-                 default_osd_op_timeout: float = 30, lock_grace: float = DEFAULT_GRACE):
+                 default_osd_op_timeout: float = 30, lock_grace: float = DEFAULT_GRACE,
+                 metrics: LunRegion | None = None):
         self.dev = dev
+        self.metrics = metrics      # the LUN's counters (the ring records into them)
         self.ctl = ctl
         self.default_timeout = default_osd_op_timeout
         self.lock_grace = lock_grace
@@ -177,6 +180,8 @@ class Worker:
         dev.set_attr("tmr_notification", 1)
         own_command_timeout(dev)
         self.handler = Handler(ring, backend, lun, identity=self._refresh_identity, name=dev.label)
+        if self.metrics is not None:
+            ring.set_metrics(self.metrics)
         self._refresh_identity(lun)
         try:
             self._follow_lock(backend)
@@ -211,6 +216,8 @@ class Worker:
     def _follow_lock(self, backend) -> None:
         """Writes follow the image's exclusive lock (failover.py); an image
         without the feature cannot be served safely by several gateways."""
+        if self.metrics is not None:
+            self.metrics.set_lock_owner(None)
         groups = self.dev.alua_groups()
         peers = len(alua.gateway_groups(groups)) > 1
         if backend.read_only:
@@ -224,6 +231,9 @@ class Worker:
             return
         self.failover = Failover(self.dev, backend, self._reopen, socket.gethostname(),
                                  grace=self.lock_grace)
+        if self.metrics is not None:
+            self.failover.on_owner = self.metrics.set_lock_owner
+            self.metrics.set_lock_owner(self.failover.owner)
         self.handler.failover = self.failover
         self.failover.start()
 
@@ -341,6 +351,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ctl-fd", type=int, default=None, help="control socket fd from the daemon")
     ap.add_argument("--osd-op-timeout", type=float, default=30)
     ap.add_argument("--lock-grace", type=float, default=DEFAULT_GRACE)
+    ap.add_argument("--metrics-fd", type=int, default=None,
+                    help="the LUN's metrics region (a memfd) from the daemon")
     ap.add_argument("--log-level", default=os.environ.get(ENV_LOG_LEVEL, "info"))
     args = ap.parse_args(argv)
     configure_worker_logging(args.log_level)
@@ -356,7 +368,13 @@ def main(argv=None) -> int:
         log.error(msg)
         _send(ctl, control.Failed(msg))
         return 1
-    w = Worker(dev, ctl, args.osd_op_timeout, args.lock_grace)
+    region = None
+    if args.metrics_fd is not None:
+        try:
+            region = LunRegion(args.metrics_fd)
+        except (MetricsError, OSError) as e:
+            log.warning("%s: serving without metrics: %s", dev.label, e)
+    w = Worker(dev, ctl, args.osd_op_timeout, args.lock_grace, metrics=region)
     w.supervisor_pid = supervisor_pid
     try:
         w.start()

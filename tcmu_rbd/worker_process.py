@@ -61,7 +61,8 @@ class WorkerProcess:
     def __init__(self, command: list[str], uio: str, settings: Settings, loop, log, *,
                  on_ready: Callable[["WorkerProcess"], None],
                  on_failed: Callable[["WorkerProcess", str, int], None],
-                 on_exit: Callable[["WorkerProcess", int], None]):
+                 on_exit: Callable[["WorkerProcess", int], None],
+                 metrics_fd: int | None = None):
         self.uio = uio
         self.log = log
         self.loop = loop
@@ -84,7 +85,7 @@ class WorkerProcess:
                 "--uio", uio, "--ctl-fd", str(child.fileno()),
                 "--osd-op-timeout", str(settings.osd_op_timeout),
                 "--lock-grace", str(settings.lock_grace),
-            ]
+            ] + ([] if metrics_fd is None else ["--metrics-fd", str(metrics_fd)])
             env = dict(os.environ)
             if settings.path:
                 env[settings_mod.ENV_CONFIG] = settings.path
@@ -95,7 +96,7 @@ class WorkerProcess:
             try:
                 self.proc = subprocess.Popen(
                     cmd,
-                    pass_fds=[child.fileno()],
+                    pass_fds=[child.fileno()] + ([] if metrics_fd is None else [metrics_fd]),
                     stdin=subprocess.DEVNULL,
                     stdout=w,
                     stderr=w,

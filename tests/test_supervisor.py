@@ -228,7 +228,8 @@ def test_added_ready_replies_zero_and_passes_contract_args(h, caplog):
     assert state(h, 0) == sv.READY
     argv = h.worker_log(0)[0]["argv"]
     assert argv[:2] == ["--uio", "uio0"] and argv[2] == "--ctl-fd" and argv[3].isdigit()
-    assert argv[4:] == ["--osd-op-timeout", "30", "--lock-grace", "10.0"]
+    assert argv[4:8] == ["--osd-op-timeout", "30", "--lock-grace", "10.0"]
+    assert argv[8] == "--metrics-fd" and argv[9].isdigit() and len(argv) == 10
     assert h.worker_log(0)[0]["env_level"] == "info"
     # worker stderr relayed with the device context and its level
     rec = [r for r in caplog.records if "fake worker says hello" in r.getMessage()]

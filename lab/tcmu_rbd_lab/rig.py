@@ -18,7 +18,9 @@ from tcmu_rbd_lab.emulator import Emulator, Full
 
 class Rig:
     def __init__(self, backend, block_size: int = 512, emulator: Emulator | None = None,
-                 lun: scsi.Lun | None = None, **lun_kw):
+                 lun: scsi.Lun | None = None, metrics: bool = False, **lun_kw):
+        """metrics: the ring records into a metrics.LunRegion (`self.metrics`),
+        as the daemon's workers do."""
         self.emu = emulator or Emulator(cmdr_size=1 << 20, data_blocks=8192)
         self.ring = self.emu.ring()
         self.backend = backend
@@ -29,6 +31,11 @@ class Rig:
             lun = scsi.Lun(num_blocks=backend.size // block_size, block_size=block_size, **lun_kw)
         self.lun = lun
         self.handler = Handler(self.ring, backend, lun, name="rig")
+        self.metrics = None
+        if metrics:
+            from tcmu_rbd.metrics import LunRegion
+            self.metrics = LunRegion()
+            self.ring.set_metrics(self.metrics)
 
     def pump(self, timeout: float = 30.0, until=None) -> None:
         """Run the handler until `until()` is true (default: nothing in flight)."""
@@ -76,6 +83,8 @@ class Rig:
     def close(self) -> None:
         self.handler.close()
         self.emu.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
     def __enter__(self):
         return self

@@ -112,7 +112,8 @@ def _memory_rig(w: Workload, size: int):
     from tcmu_rbd_lab.rig import Rig
     backend = MemoryBackend(size)
     backend.populate()       # first-touch page faults are not the engine's cost
-    return Rig(backend, emulator=_emulator(w), max_xfer_blocks=MAX_XFER)
+    # with the counters the daemon's workers keep (tcmu_rbd/metrics.py)
+    return Rig(backend, emulator=_emulator(w), max_xfer_blocks=MAX_XFER, metrics=True)
 
 
 def bench_engine(workloads: list[Workload], seconds: float) -> list[dict]:
