@@ -12,11 +12,16 @@ Syntax::
 
     rbd/<pool>[/<namespace>]/<image>[@<snapshot>][;option...]
 
-Options (tcmu-runner's first three, plus keyring):
+Options (tcmu-runner's first three, plus keyring and QoS):
     osd_op_timeout=<seconds>   whole seconds > 0 (librados rados_osd_op_timeout)
     conf=<path>                absolute path of a readable ceph.conf
     id=<user>                  cephx user without the "client." prefix
     keyring=<path>             absolute path of a readable keyring
+    qos_<limit>=<n>            librbd's rbd_qos_<limit>_limit on the LUN's own client,
+    qos_<limit>_burst=<n>      and rbd_qos_<limit>_burst; <limit> is iops, bps,
+                               read_iops, write_iops, read_bps or write_bps; bytes may
+                               carry K/M/G/T (binary); 0 = no limit (tcmu_rbd.qos:
+                               the image's and pool's settings override these)
 
 Differences from tcmu-runner, on purpose: unknown options are rejected by name (it
 ignores them), duplicates are rejected, names are checked, namespaces and read-only
@@ -41,13 +46,18 @@ import stat
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from . import qos as _qos
+
 __all__ = [
     "SUBTYPE", "SUPPORTED_OPTIONS", "DEFAULT_OPTIONS", "MAX_CONFIG_BYTES",
     "ConfigError", "RbdConfig", "parse_config", "effective_osd_op_timeout",
 ]
 
 SUBTYPE = "rbd"
-SUPPORTED_OPTIONS = ("osd_op_timeout", "conf", "id", "keyring")
+QOS_OPTIONS = tuple(f"qos_{n}" for n in _qos.NAMES)
+SUPPORTED_OPTIONS = ("osd_op_timeout", "conf", "id", "keyring") + QOS_OPTIONS
+_SUPPORTED_TEXT = ("osd_op_timeout, conf, id, keyring, qos_<limit>, qos_<limit>_burst "
+                   f"with <limit> one of {', '.join(_qos.LIMITS)}")
 #: defaults applied when the string does not set an option (ceph-iscsi's 30 s)
 DEFAULT_OPTIONS: Mapping[str, Any] = {"osd_op_timeout": 30}
 #: the kernel stores dev_config in a 256-byte buffer (TCMU_CONFIG_LEN)
@@ -77,6 +87,8 @@ class RbdConfig:
     conf: str | None  # None = librados' default search (CEPH_CONF, /etc/ceph/...)
     client_id: str | None  # None = "admin"
     keyring: str | None  # None = the keyring the conf names
+    #: the qos_* options as ((name without "qos_", value), ...), in NAMES order
+    qos: tuple[tuple[str, int], ...] = ()
 
     @property
     def read_only(self) -> bool:
@@ -103,6 +115,8 @@ class RbdConfig:
             out["id"] = self.client_id
         if self.keyring:
             out["keyring"] = self.keyring
+        for n, v in self.qos:
+            out[f"qos_{n}"] = _qos.format_value(n, v)
         return out
 
     def to_config_string(self) -> str:
@@ -125,6 +139,7 @@ class RbdConfig:
             out["keyring"] = self.keyring
         if self.osd_op_timeout is not None:
             out["rados_osd_op_timeout"] = str(self.osd_op_timeout)
+        out.update(_qos.librbd_conf(dict(self.qos)))
         return out
 
 
@@ -207,6 +222,11 @@ def _option_value(name: str, value: str, check_files: bool) -> Any:
                   f"before that: use at most 86400 (ceph-iscsi uses 30)",
                   "timeout-too-large")
         return n
+    if name in QOS_OPTIONS:
+        try:
+            return _qos.parse_value(name[4:], value, spelled=f"{name}={value}")
+        except _qos.QosError as e:
+            raise ConfigError(str(e), "bad-qos") from None
     if name == "id":
         if value.startswith("client."):
             _fail(f"id={value} must not include the 'client.' prefix: write "
@@ -227,8 +247,8 @@ def _normalise_defaults(defaults: Mapping[str, Any] | None,
     for k, v in defaults.items():
         key = "id" if k == "client_id" else k
         if key not in SUPPORTED_OPTIONS:
-            _fail(f"unknown default option {k!r} (supported: "
-                  f"{', '.join(SUPPORTED_OPTIONS)})", "unknown-default")
+            _fail(f"unknown default option {k!r} (supported: {_SUPPORTED_TEXT})",
+                  "unknown-default")
         if v is None:
             continue
         out[key] = _option_value(key, str(v), check_files)
@@ -308,13 +328,14 @@ def parse_config(s: str, *, defaults: Mapping[str, Any] | None = None,
                 _fail(f"option {name!r} has no value: write it as {name}=<value>",
                       "no-value")
             _fail(f"malformed option {seg!r}: options are name=value, separated by "
-                  f"';' (supported: {', '.join(SUPPORTED_OPTIONS)})", "malformed-option")
+                  f"';' (supported: {_SUPPORTED_TEXT})", "malformed-option")
         if name not in SUPPORTED_OPTIONS:
-            close = difflib.get_close_matches(name.lower(), SUPPORTED_OPTIONS, n=1,
-                                              cutoff=0.6)
+            librbd_name = _qos.name_of_key(name.lower())
+            close = [f"qos_{librbd_name}"] if librbd_name else difflib.get_close_matches(
+                name.lower(), SUPPORTED_OPTIONS, n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            _fail(f"unknown option {name!r} (supported: "
-                  f"{', '.join(SUPPORTED_OPTIONS)}){hint}", "unknown-option")
+            _fail(f"unknown option {name!r} (supported: {_SUPPORTED_TEXT}){hint}",
+                  "unknown-option")
         if name in opts:
             _fail(f"option {name!r} is given more than once: keep only one {name}=",
                   "duplicate-option")
@@ -322,10 +343,16 @@ def parse_config(s: str, *, defaults: Mapping[str, Any] | None = None,
 
     eff = _normalise_defaults(defaults, check_files)
     eff.update(opts)
+    qos = {n: eff[f"qos_{n}"] for n in _qos.NAMES if f"qos_{n}" in eff}
+    try:
+        _qos.check_bursts(qos, spell=lambda n: f"qos_{n}")
+    except _qos.QosError as e:
+        raise ConfigError(str(e), "bad-qos") from None
     return RbdConfig(pool=pool, namespace=namespace, image=image,
                      snapshot=snapshot if at else None,
                      osd_op_timeout=eff.get("osd_op_timeout"), conf=eff.get("conf"),
-                     client_id=eff.get("id"), keyring=eff.get("keyring"))
+                     client_id=eff.get("id"), keyring=eff.get("keyring"),
+                     qos=tuple(qos.items()))
 
 
 # ----------------------------------------------------------------- osd_op_timeout

@@ -9,6 +9,9 @@ bounded time), :func:`check_config` (CheckConfig's ``(ok, message)`` answer), th
 What does NOT: the syntax of the config string and its defaults
 (:mod:`tcmu_rbd.config`), opening an image for I/O (:mod:`tcmu_rbd.backends.rbd`).
 
+QoS: a qos_* option that the image's or pool's ``rbd config`` overrides is
+reported as a warning (it would have no effect).
+
 osd_op_timeout: :func:`validate` applies ``effective_osd_op_timeout()`` with
 osd_heartbeat_grace/interval read from the client's ceph config and reports the
 result in ``ImageInfo.osd_op_timeout`` and ``ImageInfo.warnings``;
@@ -153,6 +156,20 @@ def _connect_error(cfg: RbdConfig, e: BaseException, mon_host: str,
                        f"ceph config and keyring", "connect-failed")
 
 
+def _qos_shadowed(image, cfg: RbdConfig) -> list[str]:
+    """Warnings for the config's qos_* options that the image's or pool's
+    settings override (librbd applies those instead)."""
+    if not cfg.qos:
+        return []
+    import rbd
+
+    from .qos import shadowed
+    try:
+        return shadowed(image.config_list(), dict(cfg.qos))
+    except rbd.Error as e:   # a check that cannot run is no reason to refuse the LUN
+        return [f"could not read image {cfg.image_spec}'s QoS settings ({e})"]
+
+
 def _validate_inner(cfg: RbdConfig, size: int | None, timeout: float,
                     result: dict) -> None:
     import rados
@@ -268,6 +285,7 @@ def _validate_inner(cfg: RbdConfig, size: int | None, timeout: float,
                 st = image.stat()
                 img_size = image.size()
                 features = image.features()
+                shadowed = _qos_shadowed(image, cfg)
                 try:
                     image_id = image.id()
                 except Exception:
@@ -289,6 +307,7 @@ def _validate_inner(cfg: RbdConfig, size: int | None, timeout: float,
         eff, warn = effective_osd_op_timeout(cfg.osd_op_timeout, grace, interval)
         if warn:
             warnings.append(warn)
+        warnings += shadowed
         if not cfg.read_only and not features & rbd.RBD_FEATURE_EXCLUSIVE_LOCK:
             warnings.append(f"image {base!r} has no exclusive-lock feature: do not export"
                             f" it through more than one gateway (enable it with `rbd "

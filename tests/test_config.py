@@ -45,7 +45,8 @@ BAD = [
     ("rbd/pool/img\n", "newline", ["line break"]),
     ("rbd/pool/..", "dot-name", ["'..'", "not a valid name"]),
     ("rbd/pool/img;osd_timeout=30", "unknown-option",
-     ["unknown option 'osd_timeout' (supported: osd_op_timeout, conf, id, keyring)",
+     ["unknown option 'osd_timeout' (supported: osd_op_timeout, conf, id, keyring, "
+      "qos_<limit>",
       "did you mean 'osd_op_timeout'"]),
     ("rbd/pool/img;foo=bar", "unknown-option", ["unknown option 'foo'", "supported:"]),
     ("rbd/pool/img;id=a;id=b", "duplicate-option", ["'id' is given more than once"]),

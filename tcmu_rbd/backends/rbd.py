@@ -17,10 +17,12 @@ native/engine.c), what a command means (scsi/).
 rbd_cache is turned off on the client (a completed write is on the OSDs, so
 FUA and SYNCHRONIZE CACHE need no cache flush of ours) and rados_osd_op_timeout
 is applied so a dead cluster turns into BUSY (retried by the initiator)
-instead of commands that hang.  A pool's or image's ``rbd config`` can turn
-the cache back on; then ``volatile_cache`` is True and native/rbd_aio.c
-flushes after FUA writes, and after every write while the LUN's write cache
-is off (``set_write_cache``).
+instead of commands that hang.  The config string's QoS limits (qos_*) are
+set on the client too: librbd's own limiter then delays this LUN's I/O
+inside librbd, off our loop (tcmu_rbd.qos has the precedence).  A pool's or
+image's ``rbd config`` can turn the cache back on; then ``volatile_cache`` is
+True and native/rbd_aio.c flushes after FUA writes, and after every write
+while the LUN's write cache is off (``set_write_cache``).
 """
 
 from __future__ import annotations
@@ -223,8 +225,12 @@ class RbdBackend(Backend):
 
 
 def open_from_config(cfg, default_osd_op_timeout: float = 30) -> RbdBackend:
-    """Open the image an RbdConfig (tcmu_rbd.config) names."""
+    """Open the image an RbdConfig (tcmu_rbd.config) names; its qos_* options go
+    to librbd on this LUN's own client (the image's and pool's settings, which
+    librbd applies over them, are in the image and pool: tcmu_rbd.qos)."""
+    from tcmu_rbd.qos import librbd_conf
     return RbdBackend(cfg.pool, cfg.image, namespace=cfg.namespace, snapshot=cfg.snapshot,
                       conf=cfg.conf, client_id=cfg.client_id, keyring=cfg.keyring,
-                      osd_op_timeout=cfg.osd_op_timeout or default_osd_op_timeout)
+                      osd_op_timeout=cfg.osd_op_timeout or default_osd_op_timeout,
+                      extra_options=librbd_conf(dict(cfg.qos)))
 
