@@ -1,4 +1,5 @@
 """targetcli-rbd: one-step exports of Ceph RBD images over iSCSI with LIO (rtslib-fb)
+(or, ``--local``, as a SCSI disk of the gateway through LIO's loopback fabric)
 and the tcmu-rbd daemon, as a CLI (``targetcli-rbd``), a library (:mod:`.gateway`)
 and a ``/rbd`` node in targetcli's shell (``targetcli-rbd shell``).
 
@@ -13,9 +14,10 @@ Layers, each importing only those below it:
   cluster, apply or dry run);
 - ``plan`` (pure: request + LIO snapshot -> ExportPlan), ``apply`` (rtslib
   writes, rollback), ``state`` (rtslib -> snapshot), ``status`` (list),
+  ``localdisk`` (sysfs: the /dev/sdX of a ``--local`` loopback LUN),
   ``daemon`` (D-Bus), ``cluster`` (librbd);
 - ``spec``: pure parsing and formatting.
 """
 
-__all__ = ["spec", "state", "plan", "apply", "status", "daemon", "cluster", "gateway",
-           "commands", "cli", "shell", "launcher"]
+__all__ = ["spec", "state", "plan", "apply", "status", "localdisk", "daemon", "cluster",
+           "gateway", "commands", "cli", "shell", "launcher"]

@@ -4,8 +4,10 @@ Belongs here: :func:`probe_portals` (the last host check before writing: a new
 portal's address must be this host's and its port free; it binds a socket and
 closes it, so a dry run runs it too), :func:`apply_export` (the rtslib calls of
 an :class:`~.plan.ExportPlan`, in its order, removing again what it created when
-a step fails) and :func:`remove_export` (an image's LUNs, backstore and emptied
-targets).
+a step fails), :func:`apply_local` (likewise for a :class:`~.plan.LocalPlan`: a
+loopback target, its TPG and LUN 0) and :func:`remove_export` (an image's LUNs,
+or only its local disks, its backstore and emptied targets; a local disk in use
+is refused before anything is removed).
 
 Not here: deciding what to write (plan.py), reading LIO into values (state.py),
 the daemon and the cluster (gateway.py).  The CHAP secrets come from the request
@@ -20,9 +22,15 @@ import socket
 from dataclasses import dataclass
 from typing import Mapping
 
-from .plan import ExportPlan
+from tcmu_rbd.lio import Roots
+
+from .localdisk import LocalDisk, flush_disk, lun_disk, offline_disk, users, wait_disk
+from .plan import ExportPlan, LocalPlan
 from .spec import Chap, ExtError, ImageRef, Portal, Report
-from .state import find_target, iscsi_fabric, lio_error, portal_of_np, rbd_backstores
+from .state import (
+    find_target, is_local, iscsi_fabric, lio_error, loopback_fabric, portal_of_np,
+    rbd_backstores,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +101,7 @@ class _Writer:
             except Exception as e:  # keep unwinding
                 log.warning("rollback step failed: %s", e)
 
-    def backstore(self, plan: ExportPlan):
+    def backstore(self, plan: ExportPlan | LocalPlan):
         b = plan.new_backstore
         if b is None:
             return _by((so for so, _ in rbd_backstores(self.root)), lambda s: s.name,
@@ -183,22 +191,85 @@ def apply_export(plan: ExportPlan, chap: Mapping[str, Chap], root) -> Applied:
                    tuple(portal_of_np(np) for np in tpg.network_portals))
 
 
-def remove_export(root, so, ref: ImageRef, keep_target: bool = False) -> Report:
+@dataclass(frozen=True)
+class AppliedLocal:
+    """What apply_local did; ``target``: the loopback target, ``disk`` its LUN 0's."""
+
+    lines: tuple[str, ...]
+    serial: str
+    size: int
+    target: str
+    disk: LocalDisk | None
+
+
+def apply_local(plan: LocalPlan, root, roots: Roots) -> AppliedLocal:
+    """Carry out ``plan``: the backstore (if new) with its attributes, a loopback
+    target (rtslib generates its naa. WWN), its TPG 1 (rtslib sets the nexus:
+    tcm_loop's SCSI host gets its initiator) and LUN 0 (the kernel adds the SCSI
+    disk); then wait a moment for the disk's block device.  On failure what this
+    call created is deleted again, newest first."""
+    w = _Writer(root)
+    try:
+        so = w.backstore(plan)
+        wwn = plan.target
+        if wwn is None:
+            t = w.created(w.rts.Target(loopback_fabric(), mode="create"), None)
+            tpg = w.rts.TPG(t, 1, mode="create")
+            w.created(w.rts.LUN(tpg, lun=0, storage_object=so),
+                      f"created loopback target {t.wwn}, LUN 0 -> user:rbd/{so.name}")
+            wwn = t.wwn
+    except BaseException:
+        w.rollback()
+        raise
+    disk = wait_disk(roots, wwn, 1, 0)
+    return AppliedLocal(tuple(w.lines), so.wwn, so.size, wwn, disk)
+
+
+def remove_export(root, so, ref: ImageRef, keep_target: bool = False, *,
+                  local_only: bool = False, roots: Roots | None = None,
+                  force: bool = False) -> Report:
     """Delete the backstore ``so`` of ``ref`` with its LUNs and their mapped LUNs,
-    then each of its targets that has no LUN left (unless ``keep_target``)."""
+    then each of its targets that has no LUN left (iSCSI ones unless
+    ``keep_target``).  ``local_only``: only its local disks (loopback LUNs), and
+    the backstore only when no LUN is left.  A local disk in use (mounted, swap,
+    held) is refused first; each is flushed (``force``: set offline, the daemon
+    may not answer) before its LUN goes and tcm_loop removes it."""
+    roots = roots or Roots()
     rep = Report()
-    targets = set()
-    for lun in list(so.attached_luns):
+    luns = [lun for lun in so.attached_luns if is_local(lun) or not local_only]
+    disks = {id(lun): lun_disk(roots, lun) for lun in luns if is_local(lun)}
+    busy = [u for d in disks.values() if d is not None for u in users(roots, d)]
+    if busy:
+        raise ExtError(f"the local disk of {ref.spec} is in use ({'; '.join(busy)}): "
+                       f"unmount it and stop what holds it (findmnt, lsblk), then "
+                       f"unexport again", "disk-busy")
+    targets, local = set(), {}
+    for lun in luns:
         tpg = lun.parent_tpg
-        targets.add(tpg.parent_target.wwn)
+        wwn = tpg.parent_target.wwn
+        d = disks.get(id(lun))
+        if d is not None and force:
+            offline_disk(roots, d)
+        elif d is not None:
+            flush_disk(roots, d)
+        if is_local(lun):
+            local[wwn] = tpg.parent_target
+        else:
+            targets.add(wwn)
         for m in list(lun.mapped_luns):
             m.delete()
         n = lun.lun
         lun.delete()
-        rep.add(f"removed LUN {n} of {tpg.parent_target.wwn}")
+        rep.add(f"removed LUN {n} of {wwn}" + (f": the local disk {d.describe()}"
+                                               if d is not None else ""))
+    for wwn, t in sorted(local.items()):   # a loopback target is one disk's: it goes
+        if not any(list(tpg.luns) for tpg in t.tpgs):
+            t.delete()
+            rep.add(f"removed loopback target {wwn}")
     bs = so.name
-    so.delete()
-    rep.add(f"removed backstore user:rbd/{bs} ({ref.spec})")
+    if not local_only or not list(so.attached_luns):
+        so.delete()
+        rep.add(f"removed backstore user:rbd/{bs} ({ref.spec})")
     for iqn in sorted(targets):
         t = find_target(root, iqn)
         if t is None or keep_target:
@@ -206,7 +277,9 @@ def remove_export(root, so, ref: ImageRef, keep_target: bool = False) -> Report:
         if not any(list(tpg.luns) for tpg in t.tpgs):
             t.delete()
             rep.add(f"removed target {iqn} (it had no LUN left)")
-    rep.lines.insert(0, f"unexported {ref.spec}")
+    rep.lines.insert(0, f"unexported {ref.spec}" + (" (its local disk)" if local_only else ""))
     rep.data = {"image": ref.spec, "backstore": bs, "targets": sorted(targets),
+                "local_targets": sorted(local),
+                "local_disks": [d.device for d in disks.values() if d and d.device],
                 "changed": True}
     return rep

@@ -3,8 +3,10 @@
     targetcli-rbd export rbd/disk1 --initiator iqn.1994-05.com.redhat:client1
     targetcli-rbd export rbd/disk1 --initiator IQN --chap-user alice --chap-secret-file /root/alice.secret
     targetcli-rbd export rbd/disk1 --initiator IQN --dry-run   # the plan; changes nothing
+    targetcli-rbd export rbd/disk2 --local    # a /dev/sdX of this host (LIO loopback)
     targetcli-rbd list
     targetcli-rbd resize rbd/disk1 +10G
+    targetcli-rbd qos rbd/disk1 --iops 500 --bps 50M   # live; `qos rbd/disk1` shows them
     targetcli-rbd unexport rbd/disk1
     targetcli-rbd save            # = targetcli saveconfig
     targetcli-rbd shell           # targetcli's own shell, with a /rbd node
@@ -150,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
                                   "same one on every gateway of a multipath LUN)")
     ex.add_argument("--demo-mode", action="store_true",
                     help="let ANY initiator log in without an ACL (labs only)")
+    ex.add_argument("--local", action="store_true",
+                    help="a SCSI disk of this host instead of an iSCSI LUN (LIO's loopback "
+                         "fabric: /dev/sdX with UNMAP, WRITE SAME, GET LBA STATUS); no "
+                         "target, portal, initiator or CHAP options")
     ex.add_argument("--shared", action="store_true",
                     help="put the export into the shared configuration (every gateway of "
                          "--target serves it, through its sync) instead of this LIO")
@@ -161,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "the plan as JSON), and change nothing")
     ex.add_argument("--osd-op-timeout", type=int, default=d.osd_op_timeout,
                     help=f"seconds (default {d.osd_op_timeout})")
+    qg = ex.add_argument_group("QoS (librbd's limiter; set as the image's settings, "
+                               "like `targetcli-rbd qos`)")
+    qg.add_argument("--qos-iops", metavar="N", help="at most N I/O requests per second "
+                                                    "(0: no limit)")
+    qg.add_argument("--qos-bps", metavar="BYTES", help="at most BYTES per second, K/M/G/T "
+                                                       "binary (50M = 50 MiB/s)")
     tun = ex.add_argument_group("LUN/TPG tuning (proven defaults)")
     tun.add_argument("--max-data-area-mb", type=int, default=d.max_data_area_mb,
                      help=f"ring data area per LUN (default {d.max_data_area_mb}: 128 "
@@ -186,7 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     un.add_argument("--keep-target", action="store_true",
                     help="keep the target even when it has no LUN left")
     un.add_argument("--force", action="store_true",
-                    help="do not require the daemon (the kernel may then wait for it)")
+                    help="do not require the daemon (the kernel may then wait for it; a "
+                         "local disk is set offline first)")
+    un.add_argument("--local", action="store_true",
+                    help="remove only the image's local disk (its iSCSI LUNs stay)")
     un.add_argument("--shared", action="store_true",
                     help="remove the image from the shared configuration (every gateway's "
                          "sync then removes its LUN)")
@@ -202,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("image")
     rs.add_argument("size", help="new size (20G) or growth (+5G)")
     _add_ceph_opts(rs)
+    _add_qos_verb(sub)
 
     sv = sub.add_parser("save", help="save the LIO configuration (targetcli saveconfig)")
     sv.add_argument("file", nargs="?", help="default /etc/rtslib-fb-target/saveconfig.json")
@@ -245,9 +261,39 @@ def export_options(a) -> commands.ExportOptions:
         chap_secret_file=a.chap_secret_file, mutual_user=a.mutual_user,
         mutual_secret_file=a.mutual_secret_file, auth_file=a.auth_file,
         no_chap=a.no_chap, name=a.name,
-        lun=a.lun, wwn=a.wwn, demo_mode=a.demo_mode, conf=a.conf,
+        lun=a.lun, wwn=a.wwn, demo_mode=a.demo_mode, local=a.local, conf=a.conf,
         client_id=a.client_id, keyring=a.keyring, defaults=defaults_from_args(a),
-        dry_run=a.dry_run)
+        dry_run=a.dry_run, qos={"iops": a.qos_iops, "bps": a.qos_bps})
+
+
+def _add_qos_verb(sub) -> None:
+    from tcmu_rbd.qos import NAMES, PRECEDENCE, is_bytes
+    qs = sub.add_parser(
+        "qos", help="show or change an image's QoS limits (live: no restart)",
+        description="Without limits: print the QoS limits that apply to the image's LUNs "
+        "and where each comes from (image, pool, the LUN's config string, client). With "
+        "limits: write them as the image's own settings (image metadata conf_rbd_qos_*, "
+        "as `rbd config image set` does): every open LUN of the image, on every gateway, "
+        "applies them within a second. 0 means no limit (and, set on the image, "
+        "overrides a pool's or config string's limit); --clear removes the image's own "
+        "settings, so the pool's and the config string's apply again.",
+        epilog=PRECEDENCE + " IOPS: whole requests per second. Bytes: per second, with "
+        "an optional binary suffix K, M, G, T (10M = 10MiB = 10485760); 10MB and 10Mb are "
+        "refused as ambiguous. A burst lets the LUN exceed its limit up to the burst for "
+        "rbd_qos_*_burst_seconds (1 s); it must not be below its limit.")
+    qs.add_argument("image", help="<pool>/<image> or <pool>/<namespace>/<image>")
+    for n in NAMES:
+        what = "bytes per second" if is_bytes(n) else "I/O requests per second"
+        qs.add_argument(f"--{n.replace('_', '-')}", dest=f"qos_{n}",
+                        metavar="BYTES" if is_bytes(n) else "N",
+                        help=("burst: up to " if n.endswith("_burst") else "limit: at most ")
+                        + ("BYTES " if is_bytes(n) else "N ") + what
+                        + (f" ({n.split('_')[0]}s only)" if n.startswith(("read", "write"))
+                           else ""))
+    qs.add_argument("--clear", action="store_true",
+                    help="remove the image's own QoS settings first")
+    qs.add_argument("--dry-run", action="store_true", help="print the change only")
+    _add_ceph_opts(qs, "cluster access (default: the LUN's own, else librados' search)")
 
 
 SHARED_VERBS = ("gateway", "sync")
@@ -271,8 +317,9 @@ def run_shared(a, store, environ=None) -> Report:
             else None
         return commands.export_shared(store, export_options(a), gws, environ=environ)
     if v == "unexport":
-        if not a.image or a.name:
-            raise ExtError("unexport --shared takes the image (<pool>/<image>)", "usage", 2)
+        if not a.image or a.name or a.local:
+            raise ExtError("unexport --shared takes the image (<pool>/<image>), without "
+                           "--name or --local", "usage", 2)
         return commands.unexport_shared(store, a.image, keep_target=a.keep_target,
                                         dry_run=a.dry_run)
     if v == "sync":
@@ -292,9 +339,14 @@ def run(a, gw, environ=None) -> Report:
         if a.dry_run:
             raise ExtError("unexport --dry-run needs --shared", "usage", 2)
         return commands.unexport(gw, a.image, name=a.name, keep_target=a.keep_target,
-                                 force=a.force)
+                                 force=a.force, local=a.local)
     if v == "list":
         return commands.list_exports(gw)
+    if v == "qos":
+        from tcmu_rbd.qos import NAMES
+        return commands.qos(gw, a.image, {n: getattr(a, f"qos_{n}") for n in NAMES},
+                            clear=a.clear, dry_run=a.dry_run, conf=a.conf,
+                            client_id=a.client_id, keyring=a.keyring)
     if v == "resize":
         return commands.resize(gw, a.image, a.size, conf=a.conf, client_id=a.client_id,
                                keyring=a.keyring)

@@ -1,7 +1,7 @@
 """The verbs of targetcli-rbd, shared by both front ends: the command line
 (cli.py) and the /rbd node in targetcli's shell (shell.py).
 
-Belongs here: one function per verb (export, unexport, list, resize, save,
+Belongs here: one function per verb (export, unexport, list, resize, qos, save,
 restore, discovery-auth) taking plain option values and a :class:`~.gateway.Gateway`
 and returning its Report; the verbs of several gateways (gateway add/remove/list,
 export/unexport --shared, sync) taking a :class:`~.store.ConfigStore` instead; turning options into requests (image specs, portals,
@@ -89,17 +89,21 @@ class ExportOptions:
     lun: int | None = None
     wwn: str | None = None
     demo_mode: bool = False
+    local: bool = False                  # a disk of this host (loopback), no iSCSI
     conf: str | None = None
     client_id: str | None = None
     keyring: str | None = None
     defaults: Defaults = field(default_factory=Defaults)
     dry_run: bool = False
+    qos: dict = field(default_factory=dict)   # setting -> text (--qos-iops 500, ...)
 
 
 def export_request(o: ExportOptions, environ=None) -> ExportRequest:
     """The ExportRequest of ``o`` (loads the CHAP secrets; no configfs)."""
     d = o.defaults
     d.check()
+    if o.local:
+        _check_local(o)
     if o.no_chap and (o.chap_user or o.auth_file):
         raise ExtError("--no-chap excludes --chap-user and --auth-file", "usage", 2)
     ref = parse_image(o.image, osd_op_timeout=d.osd_op_timeout, conf=o.conf,
@@ -135,26 +139,56 @@ def export_request(o: ExportOptions, environ=None) -> ExportRequest:
     return ExportRequest(image=ref, target=o.target, portals=portals,
                          initiators=initiators, chap=chap, name=o.name, lun=o.lun,
                          wwn=o.wwn, demo_mode=o.demo_mode, no_chap=o.no_chap,
-                         defaults=d, secret_hints=hints)
+                         local=o.local, defaults=d, secret_hints=hints)
+
+
+def _check_local(o: ExportOptions) -> None:
+    """--local takes no iSCSI option: say which ones were given."""
+    given = [flag for flag, v in (
+        ("--target", o.target), ("--portal", o.portals), ("--initiator", o.initiators),
+        ("--chap-user", o.chap_user), ("--chap-secret-file", o.chap_secret_file),
+        ("--mutual-user", o.mutual_user), ("--mutual-secret-file", o.mutual_secret_file),
+        ("--auth-file", o.auth_file), ("--no-chap", o.no_chap), ("--lun", o.lun is not None),
+        ("--demo-mode", o.demo_mode)) if v]
+    if given:
+        raise ExtError(f"{', '.join(given)}: --local makes a SCSI disk of this host "
+                       f"(LIO's loopback fabric), with no iSCSI target, initiators or "
+                       f"CHAP; drop {'them' if len(given) > 1 else 'it'}, or export over "
+                       f"iSCSI in a separate run without --local (both may serve the same "
+                       f"image)", "usage", 2)
 
 
 def export(gw, o: ExportOptions, *, environ=None, lock: bool = True) -> Report:
+    from .qos import parse_limits
     req = export_request(o, environ)
+    limits = parse_limits(o.qos, prefix="qos-")
     if req.demo_mode:
         print("WARNING: --demo-mode: ANY initiator that can reach the portal may log "
               "in and write to this LUN (no ACL, no CHAP). Use it only in a lab.",
               file=sys.stderr)
     with _locked(lock):
-        return gw.export(req, dry_run=o.dry_run)
+        rep = gw.export(req, dry_run=o.dry_run)
+        return _with_qos(rep, gw.qos(req.image, limits, dry_run=o.dry_run)) if limits \
+            else rep
+
+
+def _with_qos(rep: Report, q: Report) -> Report:
+    """An export's report with the image's QoS (export --qos-*) after it."""
+    rep.lines += q.lines
+    rep.changed = rep.changed or q.changed
+    rep.data = {**rep.data, "changed": rep.changed, "qos": q.data}
+    return rep
 
 
 def unexport(gw, image: str | None = None, *, name: str | None = None,
-             keep_target: bool = False, force: bool = False, lock: bool = True) -> Report:
+             keep_target: bool = False, force: bool = False, local: bool = False,
+             lock: bool = True) -> Report:
     if not image and not name:
         raise ExtError("give the image (<pool>/<image>) or --name", "usage", 2)
     ref = parse_image(image, osd_op_timeout=None, check_files=False) if image else None
     with _locked(lock):
-        return gw.unexport(ref, name=name, keep_target=keep_target, force=force)
+        return gw.unexport(ref, name=name, keep_target=keep_target, force=force,
+                           local=local)
 
 
 def list_exports(gw) -> Report:
@@ -167,6 +201,17 @@ def resize(gw, image: str, size: str, *, conf=None, client_id=None, keyring=None
                       keyring=keyring)
     with _locked(lock):
         return gw.resize(ref, size)
+
+
+def qos(gw, image: str, limits: dict[str, str | None] | None = None, *,
+        clear: bool = False, dry_run: bool = False, conf=None, client_id=None,
+        keyring=None) -> Report:
+    """``targetcli-rbd qos``: show (no limits, no clear) or change the image's QoS."""
+    from .qos import parse_limits
+    values = parse_limits(limits or {})
+    ref = parse_image(image, osd_op_timeout=None, conf=conf, client_id=client_id,
+                      keyring=keyring)
+    return gw.qos(ref, values, clear=clear, dry_run=dry_run)
 
 
 def save(gw, file: str | None = None, *, lock: bool = True) -> Report:
@@ -278,6 +323,11 @@ def export_shared(store, o: ExportOptions, gateways: list[str] | None = None, *,
     from .plan import chap_warnings, check_request
     from .store import DISK_SETTINGS, TARGET_SETTINGS, ChapEntry, secret_key
     from .topology import add_disk
+    if o.local:
+        raise ExtError("--local and --shared exclude each other: the shared configuration "
+                       "is iSCSI LUNs every gateway serves (one owner at a time), a local "
+                       "disk is one host's; export another image with --local on the "
+                       "gateway that needs it", "usage", 2)
     if not o.target:
         raise ExtError("--shared needs --target IQN (the target every gateway serves)",
                        "usage", 2)
@@ -287,7 +337,9 @@ def export_shared(store, o: ExportOptions, gateways: list[str] | None = None, *,
             raise ExtError(f"{flag} is not used with --shared: portals come from `gateway "
                            f"add`, backstore names are per gateway, and shared targets "
                            f"always have ACLs", "usage", 2)
+    from .qos import parse_limits
     req = check_request(export_request(o, environ))
+    limits = parse_limits(o.qos, prefix="qos-")
     d, c = req.defaults, req.image.cfg
     options = {"osd_op_timeout": d.osd_op_timeout, **{k: v for k, v in (
         ("conf", c.conf), ("id", c.client_id), ("keyring", c.keyring)) if v}}
@@ -339,6 +391,11 @@ def export_shared(store, o: ExportOptions, gateways: list[str] | None = None, *,
         rep.data.update({"image": req.image.spec, "lun": dk.lun, "target": dk.target,
                          "owner": dk.owner, "serial": dk.wwn, "size": size,
                          "portals": [str(p) for p in portals]})
+    if limits:
+        from .cluster import Cluster
+        from .qos import image_qos
+        rep = _with_qos(rep, image_qos(Cluster(), req.image, limits, dry_run=o.dry_run,
+                                       where="shared: every gateway's LUN of it"))
     return rep
 
 

@@ -1,9 +1,10 @@
 """targetcli-rbd's library face: :class:`Gateway`, one object per run that holds
 the daemon (D-Bus), the cluster (librbd) and LIO (rtslib-fb) and offers the
-operations ``export``, ``unexport``, ``list``, ``resize``, ``save``, ``restore``
-and ``discovery_auth``, each returning a :class:`~.spec.Report`.
+operations ``export``, ``unexport``, ``list``, ``resize``, ``qos``, ``save``,
+``restore`` and ``discovery_auth``, each returning a :class:`~.spec.Report`.
 
-An export runs in this order, so nothing is written before every check passed:
+An export runs in this order, so nothing is written before every check passed
+(``--local``, a disk of this host, the same with a LocalPlan and no portals):
 the request's own rules (plan.check_request), a snapshot of LIO (state.py), the
 plan against it (plan.py: the refusals, then what to create), the bind probe of
 new portals, the daemon's CheckConfig (its validation and message), the image's
@@ -23,17 +24,22 @@ import os
 
 from tcmu_rbd.lio import Kernel
 
-from .apply import Applied, apply_export, probe_portals, remove_export
+from .apply import (
+    Applied, AppliedLocal, apply_export, apply_local, probe_portals, remove_export,
+)
 from .cluster import Cluster
 from .daemon import Daemon, DaemonNotRunning
-from .plan import ExportPlan, ExportRequest, check_request, plan_export
+from .plan import (
+    ExportPlan, ExportRequest, LocalPlan, check_request, plan_export, plan_local,
+)
 from .spec import (
     Chap, ExtError, ImageRef, Portal, Report, connect_instructions, human_size,
     parse_size, redact,
 )
 from .state import (
-    LioState, iscsi_fabric, lio_error, open_root, rbd_backstores, read_state,
+    LioState, is_local, iscsi_fabric, lio_error, open_root, rbd_backstores, read_state,
 )
+from .localdisk import lun_disk, rescan_disk
 from .status import list_report
 
 DEFAULT_SAVE_FILE = "/etc/rtslib-fb-target/saveconfig.json"
@@ -81,36 +87,58 @@ class Gateway:
                            "lio-error") from None
 
     def _export(self, req: ExportRequest, dry_run: bool) -> Report:
+        if req.local:
+            return self._export_local(req, dry_run)
         plan = plan_export(req, self.state(req.target))
         probe_portals(plan.listen)
-        notes = list(plan.warnings)
+        notes = list(plan.warnings) + self._check_config(req)
+        plan = plan.with_image_size(self.cluster.image_size(req.image))
+        if dry_run:
+            where = f"LUN {plan.lun} of {plan.target}"
+            return _dry_run_report(plan, notes, f"{plan.image} is already exported as {where}",
+                                   f"exporting {plan.image} as {where}")
+        return _export_report(plan, apply_export(plan, req.chap, self.root), notes, req)
+
+    def _export_local(self, req: ExportRequest, dry_run: bool) -> Report:
+        plan = plan_local(req, read_state(self.root, None))
+        notes = self._check_config(req)
+        plan = plan.with_image_size(self.cluster.image_size(req.image))
+        if dry_run:
+            return _dry_run_report(
+                plan, notes, f"{plan.image} already has its local disk (LUN 0 of "
+                f"loopback target {plan.target})",
+                f"exporting {plan.image} as a local disk of this host")
+        return _local_report(plan, apply_local(plan, self.root, self.kernel.roots), notes)
+
+    def _check_config(self, req: ExportRequest) -> list[str]:
+        """The daemon's CheckConfig of the image (refused: ExtError); its notes."""
         ok, msg = self.daemon.check_config(req.image.dev_config)
         if not ok:
             code = "image-missing" if any(w in msg for w in ("does not exist", "not found",
                                                                "No such")) else "bad-config"
             raise ExtError(f"the TCMU daemon refused {req.image.dev_config}: {msg}", code)
-        if msg and msg not in ("OK", "success", "true"):
-            notes.append(f"daemon: {msg}")
-        plan = plan.with_image_size(self.cluster.image_size(req.image))
-        if dry_run:
-            return _dry_run_report(plan, notes)
-        return _export_report(plan, apply_export(plan, req.chap, self.root), notes, req)
+        return [f"daemon: {msg}"] if msg and msg not in ("OK", "success", "true") else []
 
     # -- the other operations ----------------------------------------------------------
 
     def unexport(self, ref: ImageRef | None = None, name: str | None = None,
-                 keep_target: bool = False, force: bool = False) -> Report:
+                 keep_target: bool = False, force: bool = False,
+                 local: bool = False) -> Report:
+        """Remove an image's export (``local``: only its local disk)."""
         so, r = self.find_backstore(ref=ref, name=name)
-        if so is None:
-            what = ref.spec if ref else name
+        what = ref.spec if ref else name
+        if so is None or (local and not any(is_local(x) for x in so.attached_luns)):
             rep = Report(changed=False)
-            rep.add(f"{what} is not exported: nothing to do")
+            rep.add(f"{what} has no local disk: nothing to do" if so is not None else
+                    f"{what} is not exported: nothing to do")
             rep.data = {"image": what, "changed": False}
             return rep
         if not force:
-            # deleting a user backstore waits for the daemon's answer to the kernel
+            # deleting a user backstore, and the SCSI disk of a loopback LUN, wait for
+            # the daemon's answer to the kernel
             self.daemon.require()
-        return remove_export(self.root, so, r, keep_target=keep_target)
+        return remove_export(self.root, so, r, keep_target=keep_target, local_only=local,
+                             roots=self.kernel.roots, force=force)
 
     def list(self) -> Report:
         try:
@@ -154,11 +182,31 @@ class Gateway:
                 rep.add(f"backstore user:rbd/{so.name} is now {human_size(size)}: "
                         f"initiators see the new capacity after a rescan "
                         f"(iscsiadm -m session --rescan)")
+            for lun in (x for x in so.attached_luns if is_local(x)):
+                d = lun_disk(self.kernel.roots, lun)
+                if d is not None and rescan_disk(self.kernel.roots, d):
+                    rep.add(f"the local disk {d.describe()} is rescanned")
         if not found:
             rep.add(f"({ref.spec} is not exported)")
         rep.data = {"image": ref.spec, "old_size": current, "size": size,
                     "backstores": [so.name for so, _ in found], "changed": rep.changed}
         return rep
+
+    def qos(self, ref: ImageRef, values: dict[str, int] | None = None,
+            clear: bool = False, dry_run: bool = False) -> Report:
+        """Show or change the image's QoS (qos.py), with this gateway's LUN of
+        the image, if any (without LIO, e.g. not root: none)."""
+        from .qos import image_qos
+        try:
+            so, lun = self.find_backstore(ref=ref)
+        except ExtError as e:
+            if e.code not in ("not-root", "no-lio"):
+                raise
+            so, lun = None, None
+        where = f"LUN backstore user:rbd/{so.name} here" if so is not None else \
+            "no LUN of it found on this gateway"
+        return image_qos(self.cluster, ref, values, clear=clear, lun=lun, where=where,
+                         dry_run=dry_run)
 
     def save(self, path: str | None = None) -> Report:
         path = path or self.save_file
@@ -228,14 +276,14 @@ class Gateway:
 
 # -- reports ---------------------------------------------------------------------------
 
-def _dry_run_report(plan: ExportPlan, notes: list[str]) -> Report:
+def _dry_run_report(plan: ExportPlan | LocalPlan, notes: list[str], in_place: str,
+                    change: str) -> Report:
+    """``in_place``: the export as it is (an empty plan), ``change``: what the plan does."""
     rep = Report(changed=False)
     if plan.empty:
-        rep.add(f"dry run: {plan.image} is already exported as LUN {plan.lun} of "
-                f"{plan.target}: nothing to change")
+        rep.add(f"dry run: {in_place}: nothing to change")
     else:
-        rep.add(f"dry run: exporting {plan.image} as LUN {plan.lun} of {plan.target} "
-                f"would make these changes (none is made now):")
+        rep.add(f"dry run: {change} would make these changes (none is made now):")
     rep.lines += notes
     rep.lines += ["  " + line for line in plan.describe()]
     rep.data = {"dry_run": True, "changed": False, "plan": plan.to_dict()}
@@ -260,6 +308,30 @@ def _export_report(plan: ExportPlan, done: Applied, notes: list[str],
                 "changed": rep.changed}
     _connect_text(rep, plan.target, list(done.portals),
                   list(req.initiators) or list(plan.initiators), req)
+    return rep
+
+
+def _local_report(plan: LocalPlan, done: AppliedLocal, notes: list[str]) -> Report:
+    rep = Report(changed=not plan.empty)
+    disk = done.disk.describe() if done.disk else "no SCSI address from the kernel"
+    if plan.empty:
+        rep.add(f"{plan.image} already has its local disk {disk}: nothing to change")
+    else:
+        rep.add(f"exported {plan.image}" + (" (read-only snapshot)" if plan.read_only
+                                             else "") + f" as the local disk {disk}")
+    rep.lines += notes
+    rep.lines += done.lines
+    if plan.iscsi:
+        rep.add("its iSCSI LUN(s) share the backstore: "
+                + ", ".join(f"LUN {n} of {t}" for t, n in plan.iscsi))
+    if done.disk is None or not done.disk.name:
+        rep.add("warning: the kernel shows no block device for it yet: see `lsscsi` "
+                "and `targetcli-rbd list` in a moment")
+    rep.data = {"image": plan.image, "backstore": plan.backstore, "serial": done.serial,
+                "size": done.size, "read_only": plan.read_only, "changed": rep.changed,
+                "local": {"target": done.target, "lun": 0,
+                          "device": done.disk.device if done.disk else None,
+                          "address": done.disk.address if done.disk else None}}
     return rep
 
 

@@ -6,7 +6,9 @@ CHAP/ACL combinations), and :func:`plan_export`, which compares a checked reques
 with a snapshot of LIO (:class:`~.state.LioState`) and returns an
 :class:`ExportPlan`: the backstore with its control line and attributes, the
 target, the TPG's settings, portals, the LUN, ACLs with their CHAP (by reference)
-and mapped LUNs, in the order they are applied.  The rules that refuse an export
+and mapped LUNs, in the order they are applied; :func:`plan_local` gives the
+:class:`LocalPlan` of a disk of this host (``--local``: the backstore as LUN 0 of
+a loopback target).  The rules that refuse an export
 (image already exported elsewhere, name taken, demo-mode target, CHAP being a
 per-target switch, ...) are checked here, before anything is written.  Re-planning
 an export that is in place gives an empty plan.
@@ -42,6 +44,7 @@ class ExportRequest:
     wwn: str | None = None               # unit serial (default: generated)
     demo_mode: bool = False
     no_chap: bool = False                # the operator said these ACLs have no CHAP
+    local: bool = False                  # a disk of this host (loopback), no iSCSI
     defaults: Defaults = field(default_factory=Defaults)
     # initiator -> (where its CHAP secret is, where its mutual secret is), for messages
     secret_hints: dict[str, tuple[str, str | None]] = field(default_factory=dict)
@@ -54,7 +57,8 @@ def check_request(req: ExportRequest) -> ExportRequest:
     """The request with its target, initiators, backstore name and portals checked
     and resolved (the default target IQN and name filled in); touches nothing."""
     req.defaults.check()
-    target = check_iqn(req.target or default_target_iqn(), "target IQN")
+    target = None if req.local else check_iqn(req.target or default_target_iqn(),
+                                              "target IQN")
     initiators = [check_iqn(i, "initiator IQN") for i in req.initiators]
     if len(set(initiators)) != len(initiators):
         raise ExtError("an initiator IQN is given twice", "bad-iqn")
@@ -104,6 +108,26 @@ class NewBackstore:
                 f"{human_size(size) if size else 'the size of the image'}, serial "
                 f"{serial or self.wwn or '(generated)'}, hw_max_sectors "
                 f"{self.hw_max_sectors}, max_data_area_mb {self.max_data_area_mb}")
+
+
+def _backstore_lines(b: NewBackstore | None) -> list[str]:
+    return [f"+ {b.text()}",
+            f"~ backstore user:rbd/{b.name} attributes {_settings_text(b.attributes)}"] \
+        if b else []
+
+
+def _backstore_dict(b: NewBackstore | None, name: str, serial, size) -> dict:
+    return {"name": name, "create": b is not None,
+            **({"size": b.size, "wwn": b.wwn, "hw_max_sectors": b.hw_max_sectors,
+                "control": b.control, "attributes": dict(b.attributes)}
+               if b else {"serial": serial, "size": size})}
+
+
+def _with_size(plan, size: int):
+    """``plan`` with its new backstore's size (the image's, from the cluster)."""
+    if plan.new_backstore is None:
+        return plan
+    return replace(plan, new_backstore=replace(plan.new_backstore, size=size))
 
 
 @dataclass(frozen=True)
@@ -187,20 +211,15 @@ class ExportPlan:
 
     def with_image_size(self, size: int) -> "ExportPlan":
         """The plan with the new backstore's size (the image's, from the cluster)."""
-        if self.new_backstore is None:
-            return self
-        return replace(self, new_backstore=replace(self.new_backstore, size=size))
+        return _with_size(self, size)
 
     def lun_text(self) -> str:
         return f"LUN {self.lun} of {self.target} -> user:rbd/{self.backstore}"
 
     def describe(self) -> list[str]:
         """The steps, in order: '+' creates, '~' changes (no secret: CHAP by reference)."""
-        out = []
         b, t = self.new_backstore, self.tpg
-        if b:
-            out.append(f"+ {b.text()}")
-            out.append(f"~ backstore user:rbd/{b.name} attributes {_settings_text(b.attributes)}")
+        out = _backstore_lines(b)
         if self.create_target:
             out.append(f"+ target {self.target}")
         if t.create:
@@ -232,10 +251,7 @@ class ExportPlan:
         return {
             "image": self.image, "dev_config": self.dev_config, "read_only": self.read_only,
             "target": self.target, "create_target": self.create_target,
-            "backstore": {"name": self.backstore, "create": b is not None,
-                          **({"size": b.size, "wwn": b.wwn, "hw_max_sectors": b.hw_max_sectors,
-                              "control": b.control, "attributes": dict(b.attributes)}
-                             if b else {"serial": self.serial, "size": self.size})},
+            "backstore": _backstore_dict(b, self.backstore, self.serial, self.size),
             "tpg": {"tag": t.tag, "create": t.create, "attributes": dict(t.attributes),
                     "parameters": dict(t.parameters), "enable": t.enable},
             "portals": [str(p) for p in self.portals],
@@ -288,15 +304,28 @@ def _chap_in_place(acl: AclState, chap: Chap) -> bool:
                                and acl.mutual_secret == chap.mutual_secret)
 
 
-def _check_state(req: ExportRequest, state: LioState):
-    """The refusals that depend on LIO's state, in the order they are reported;
-    returns the image's backstore, its LUN in the target, the target and its TPG."""
-    ref, iqn, name = req.image, req.target, req.name
+def _image_backstore(req: ExportRequest, state: LioState):
+    """The image's backstore, if any (refused: another image's backstore having
+    the name, or the image's backstore used by no LUN at all)."""
+    ref, name = req.image, req.name
     bs = state.backstore_of(ref)
     same_name = state.backstore_named(name)
     if same_name is not None and (bs is None or same_name.name != bs.name):
         raise ExtError(f"a backstore named {name} already serves {same_name.image.spec}: "
                        f"give another --name", "name-taken")
+    if bs is not None and not bs.luns and not bs.local:
+        raise ExtError(f"{ref.spec} already has a backstore user:rbd/{bs.name} "
+                       f"that no LUN uses: delete it (targetcli "
+                       f"/backstores/user:rbd delete {bs.name}) or run "
+                       f"`targetcli-rbd unexport {ref.spec}`", "already-exported")
+    return bs
+
+
+def _check_state(req: ExportRequest, state: LioState):
+    """The refusals that depend on LIO's state, in the order they are reported;
+    returns the image's backstore, its LUN in the target, the target and its TPG."""
+    ref, iqn = req.image, req.target
+    bs = _image_backstore(req, state)
     existing_lun = None
     if bs is not None:
         in_target = [n for t, n in bs.luns if t == iqn]
@@ -307,11 +336,6 @@ def _check_state(req: ExportRequest, state: LioState):
             raise ExtError(f"{ref.spec} is already exported as backstore "
                            f"user:rbd/{bs.name} ({where}): unexport it first "
                            f"(targetcli-rbd unexport {ref.spec})", "already-exported")
-        else:
-            raise ExtError(f"{ref.spec} already has a backstore user:rbd/{bs.name} "
-                           f"that no LUN uses: delete it (targetcli "
-                           f"/backstores/user:rbd delete {bs.name}) or run "
-                           f"`targetcli-rbd unexport {ref.spec}`", "already-exported")
     target = state.target(iqn)
     tpg = target.export_tpg() if target else None
     if tpg is not None and not req.demo_mode and tpg.attribute("generate_node_acls") == "1":
@@ -414,9 +438,7 @@ def plan_export(req: ExportRequest, state: LioState) -> ExportPlan:
         maps.append(MappedLunChange(i, lun if lun not in used else _free(used, "mapped LUN"),
                                     ref.read_only))
 
-    new_bs = None if bs is not None else NewBackstore(
-        req.name, ref.dev_config, req.wwn, d.hw_max_sectors, d.max_data_area_mb,
-        (("cmd_time_out", str(d.cmd_time_out)), ("qfull_time_out", str(d.qfull_time_out))))
+    new_bs = None if bs is not None else _new_backstore(req)
     return ExportPlan(
         image=ref.spec, dev_config=ref.dev_config, read_only=ref.read_only,
         target=req.target, backstore=bs.name if bs else req.name, new_backstore=new_bs,
@@ -426,3 +448,74 @@ def plan_export(req: ExportRequest, state: LioState) -> ExportPlan:
         lun=lun, create_lun=create_lun, acls=tuple(acl_changes), mapped_luns=tuple(maps),
         initiators=tuple(sorted(set(acls) | set(req.initiators))),
         serial=bs.wwn if bs else req.wwn, size=bs.size if bs else None, warnings=warnings)
+
+
+def _new_backstore(req: ExportRequest) -> NewBackstore:
+    d = req.defaults
+    return NewBackstore(
+        req.name, req.image.dev_config, req.wwn, d.hw_max_sectors, d.max_data_area_mb,
+        (("cmd_time_out", str(d.cmd_time_out)), ("qfull_time_out", str(d.qfull_time_out))))
+
+
+# -- a local disk: the loopback fabric ------------------------------------------------------
+
+@dataclass(frozen=True)
+class LocalPlan:
+    """A disk of this host for an image (``export --local``): its backstore (new,
+    or the one its iSCSI LUNs use) as LUN 0 of TPG 1 of a loopback target of its
+    own (rtslib names it naa.5001405..., and sets its nexus).  ``target``: the
+    loopback target the image has already (then there is nothing to do)."""
+
+    image: str
+    read_only: bool
+    backstore: str
+    new_backstore: NewBackstore | None
+    target: str | None
+    serial: str | None
+    size: int | None
+    iscsi: tuple[tuple[str, int], ...] = ()   # the backstore's iSCSI LUNs (it stays)
+
+    @property
+    def empty(self) -> bool:
+        return self.target is not None
+
+    def with_image_size(self, size: int) -> "LocalPlan":
+        return _with_size(self, size)
+
+    def describe(self) -> list[str]:
+        out = _backstore_lines(self.new_backstore)
+        if self.target is None:
+            out.append("+ loopback target (WWN generated), TPG 1 with its nexus")
+            out.append(f"+ LUN 0 of it -> user:rbd/{self.backstore} (this host's SCSI "
+                       f"disk)")
+        return out
+
+    def to_dict(self) -> dict:
+        return {
+            "image": self.image, "read_only": self.read_only, "local": True,
+            "backstore": _backstore_dict(self.new_backstore, self.backstore, self.serial,
+                                         self.size),
+            "target": self.target, "create_target": self.target is None,
+            "iscsi_luns": [{"target": t, "lun": n} for t, n in self.iscsi],
+            "empty": self.empty,
+        }
+
+
+def plan_local(req: ExportRequest, state: LioState) -> LocalPlan:
+    """The plan of a local disk for a request from :func:`check_request` (with
+    ``local``) against ``state``; an image already exported over iSCSI keeps its
+    backstore and gets the loopback LUN next to its iSCSI LUNs."""
+    ref = req.image
+    bs = _image_backstore(req, state)
+    if bs is not None and bs.groups:
+        raise ExtError(f"{ref.spec} is served by several gateways (backstore "
+                       f"user:rbd/{bs.name} is in ALUA group(s) "
+                       f"{', '.join(bs.groups)}): a local disk on one gateway would take "
+                       f"the image's exclusive lock from its owner; map it with "
+                       f"`rbd device map` or export another image", "shared-image")
+    return LocalPlan(
+        image=ref.spec, read_only=ref.read_only, backstore=bs.name if bs else req.name,
+        new_backstore=None if bs else _new_backstore(req),
+        target=bs.local[0] if bs and bs.local else None,
+        serial=bs.wwn if bs else req.wwn, size=bs.size if bs else None,
+        iscsi=bs.luns if bs else ())

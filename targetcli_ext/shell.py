@@ -84,7 +84,8 @@ def make_rbd_node_class():
                               keyring=None, max_data_area_mb=None, hw_max_sectors=None,
                               cmd_time_out=None, qfull_time_out=None, cmdsn_depth=None,
                               osd_op_timeout=None, dry_run="false", shared="false",
-                              gateways=None, config_pool=None, config_object=None):
+                              gateways=None, config_pool=None, config_object=None,
+                              local="false"):
             '''
             Exports an RBD image over iSCSI in one step: the user:rbd backstore
             (validated by the TCMU daemon), target, TPG, portals, LUN and ACLs.
@@ -97,6 +98,8 @@ def make_rbd_node_class():
             dry_run=true shows what would be created or changed, and changes nothing.
             shared=true puts it into the shared configuration of several gateways
             (gateways=gw1,gw2; config_pool, config_object) for their sync.
+            local=true makes a SCSI disk of this host instead (LIO's loopback fabric,
+            no target, portal, initiator or CHAP).
             '''
             self.assert_root()
             given = {"max_data_area_mb": max_data_area_mb, "hw_max_sectors": hw_max_sectors,
@@ -109,7 +112,8 @@ def make_rbd_node_class():
                 chap_secret_file=_text(chap_secret_file), mutual_user=_text(mutual_user),
                 mutual_secret_file=_text(mutual_secret_file), auth_file=_text(auth_file),
                 name=_text(name), lun=self.ui_eval_param(lun, "number", None),
-                wwn=_text(wwn), demo_mode=self._flag(demo_mode), conf=_text(conf),
+                wwn=_text(wwn), demo_mode=self._flag(demo_mode), local=self._flag(local),
+                conf=_text(conf),
                 client_id=_text(id), keyring=_text(keyring),
                 defaults=replace(Defaults(), **{k: v for k, v in tuning.items()
                                                 if v is not None}),
@@ -125,10 +129,11 @@ def make_rbd_node_class():
 
         def ui_command_unexport(self, image=None, name=None, keep_target="false",
                                 shared="false", config_pool=None, config_object=None,
-                                conf=None, id=None, keyring=None):
+                                conf=None, id=None, keyring=None, local="false"):
             '''
             Removes an image's LUN and backstore, and the target once it has no LUN.
             shared=true removes it from the shared configuration (several gateways).
+            local=true removes only its local disk (its iSCSI LUNs stay).
             '''
             self.assert_root()
             keep = self._flag(keep_target)
@@ -138,7 +143,8 @@ def make_rbd_node_class():
                              config_pool, config_object, conf, id, keyring)
                 return
             self._run(lambda gw: commands.unexport(gw, _text(image), name=_text(name),
-                                                   keep_target=keep, lock=False))
+                                                   keep_target=keep, local=self._flag(local),
+                                                   lock=False))
 
         def _shared(self, verb, config_pool, config_object, conf, id, keyring):
             """Run ``verb(store)`` on the shared configuration."""

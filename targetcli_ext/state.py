@@ -1,11 +1,12 @@
 """The LIO configuration as targetcli-rbd reads it, through rtslib-fb.
 
-Belongs here: opening rtslib (root and the iSCSI fabric, with the operator's
-error when that fails), finding the user:rbd backstores and an iSCSI target,
-and :func:`read_state`: a snapshot of what an export plans against (rbd
-backstores with their LUNs; iSCSI targets with their TPGs' settings, portals,
-LUNs and ACLs; every portal LIO listens on) as plain frozen values, so planning
-(plan.py) is a pure function of it.
+Belongs here: opening rtslib (root, the iSCSI and the loopback fabric, with the
+operator's error when that fails), finding the user:rbd backstores, an iSCSI
+target and a backstore's loopback LUNs, and :func:`read_state`: a snapshot of
+what an export plans against (rbd backstores with their iSCSI LUNs, loopback
+targets and gateway ALUA groups; iSCSI targets with their TPGs' settings,
+portals, LUNs and ACLs; every portal LIO listens on) as plain frozen values, so
+planning (plan.py) is a pure function of it.
 
 Not here: deciding anything (plan.py), writing configfs (apply.py), the uio
 side of a TCMU device and who holds it (tcmu_rbd/lio.py, used by status.py).
@@ -17,6 +18,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from tcmu_rbd.alua import DEFAULT_GROUP
+
+from .localdisk import FABRIC
 from .spec import ExtError, ImageRef, Portal, Secret, image_of_config
 
 #: the TPG attributes and RFC 3720 parameters an export sets (and so compares)
@@ -48,15 +52,29 @@ def open_root():
                        f"iscsi_target_mod`) and mount configfs", "no-lio") from None
 
 
-def iscsi_fabric():
+def _fabric(name: str, what: str, module: str, code: str):
     from rtslib_fb import FabricModule
     try:
-        fm = FabricModule("iscsi")
+        fm = FabricModule(name)
         fm._check_self() if hasattr(fm, "_check_self") else None
         return fm
     except Exception as e:
-        raise ExtError(f"the iSCSI fabric is not available ({lio_error(e)}): "
-                       f"`modprobe iscsi_target_mod`", "no-iscsi") from None
+        raise ExtError(f"the {what} is not available ({lio_error(e)}): "
+                       f"`modprobe {module}`", code) from None
+
+
+def iscsi_fabric():
+    return _fabric("iscsi", "iSCSI fabric", "iscsi_target_mod", "no-iscsi")
+
+
+def loopback_fabric():
+    """LIO's loopback fabric (tcm_loop: SCSI disks of this host), loaded if need be."""
+    return _fabric(FABRIC, "loopback fabric", "tcm_loop", "no-loopback")
+
+
+def is_local(lun) -> bool:
+    """Whether an rtslib LUN is in a loopback target (a local disk of this host)."""
+    return lun.parent_tpg.parent_target.fabric_module.name == FABRIC
 
 
 def portal_of_np(np) -> Portal:
@@ -137,7 +155,9 @@ class BackstoreState:
     image: ImageRef
     wwn: str = ""
     size: int = 0
-    luns: tuple[tuple[str, int], ...] = ()   # (target IQN, LUN) of each LUN using it
+    luns: tuple[tuple[str, int], ...] = ()   # (target IQN, LUN) of each iSCSI LUN using it
+    local: tuple[str, ...] = ()              # the loopback targets of its local disks
+    groups: tuple[str, ...] = ()             # its ALUA groups but the default (gateways')
 
 
 @dataclass(frozen=True)
@@ -189,14 +209,18 @@ def _tpg_state(tpg) -> TpgState:
         acls=tuple(_acl_state(a) for a in tpg.node_acls))
 
 
-def read_state(root, target_iqn: str) -> LioState:
+def read_state(root, target_iqn: str | None) -> LioState:
     """What an export of an image to ``target_iqn`` plans against (of the iSCSI
     targets, only that one is read in detail)."""
-    backstores = tuple(
-        BackstoreState(so.name, ref, wwn=so.wwn, size=so.size,
-                       luns=tuple((lun.parent_tpg.parent_target.wwn, int(lun.lun))
-                                  for lun in so.attached_luns))
-        for so, ref in rbd_backstores(root))
+    def backstore(so, ref) -> BackstoreState:
+        luns = list(so.attached_luns)
+        return BackstoreState(
+            so.name, ref, wwn=so.wwn, size=so.size,
+            luns=tuple((lun.parent_tpg.parent_target.wwn, int(lun.lun))
+                       for lun in luns if not is_local(lun)),
+            local=tuple(lun.parent_tpg.parent_target.wwn for lun in luns if is_local(lun)),
+            groups=tuple(g.name for g in so.alua_tpgs if g.name != DEFAULT_GROUP))
+    backstores = tuple(backstore(so, ref) for so, ref in rbd_backstores(root))
     targets, portals = [], set()
     for t in root.targets:
         for tpg in t.tpgs:

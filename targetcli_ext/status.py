@@ -3,7 +3,7 @@
 Belongs here: for each user:rbd backstore its image, size, serial, config, its
 TCMU device (uio node) and the process serving it, its ALUA groups, its LUNs with
 target, TPG, portals, mode (demo, CHAP, ACLs) and each ACL's mapped LUN, CHAP and
-session; for LUNs served by several gateways the owner and every path, with the
+session, its local disks (loopback LUNs: target, /dev/sdX, SCSI address); for LUNs served by several gateways the owner and every path, with the
 mgr's ``service status`` read for them (:func:`read_service_status`); as JSON data
 and as text lines.
 
@@ -25,8 +25,9 @@ from tcmu_rbd.lio import Kernel
 
 from . import paths
 from .daemon import START_HINT
+from .localdisk import lun_disk
 from .spec import ExtError, Report, human_size
-from .state import portal_of_np
+from .state import is_local, portal_of_np
 
 SERVICE_STATUS_TIMEOUT = 10.0   # s: connecting and the mgr's answer, each
 
@@ -55,6 +56,13 @@ def _lun(lun) -> dict:
             "enabled": bool(tpg.enable), "acls": acls}
 
 
+def _local(lun, kernel: Kernel) -> dict:
+    d = lun_disk(kernel.roots, lun)
+    return {"target": lun.parent_tpg.parent_target.wwn, "tpg": int(lun.parent_tpg.tag),
+            "lun": int(lun.lun),
+            "device": d.device if d else None, "address": d.address if d else None}
+
+
 def _export(so, ref, kernel: Kernel, holders: dict, daemon_up: bool) -> dict:
     dev = kernel.device_of_storage_object(so)
     uio = dev.uio if dev else None
@@ -71,7 +79,9 @@ def _export(so, ref, kernel: Kernel, holders: dict, daemon_up: bool) -> dict:
     else:
         e["state"] = "NOT served: no process has the ring open" + \
             ("" if daemon_up else " (the daemon is not running)")
-    e["luns"] = [_lun(lun) for lun in so.attached_luns]
+    luns = list(so.attached_luns)
+    e["luns"] = [_lun(lun) for lun in luns if not is_local(lun)]
+    e["local"] = [_local(lun, kernel) for lun in luns if is_local(lun)]
     e["alua_groups"] = [paths.group_record(g) for g in dev.alua_groups()] if dev else []
     return e
 
@@ -84,8 +94,13 @@ def _lines(daemon_up: bool, exports: list[dict]) -> list[str]:
         out.append(f"{e['image']}{' (read-only)' if e['read_only'] else ''}  "
                    f"{human_size(e['size'])}  backstore user:rbd/{e['backstore']}  "
                    f"serial {e['serial']}  {e['state']}")
-        if not e["luns"]:
+        if not e["luns"] and not e["local"]:
             out.append("  not mapped to any LUN")
+        for d in e["local"]:
+            where = f"{d['device'] or 'no block device'} (SCSI {d['address']})" \
+                if d["address"] else "no SCSI address from the kernel"
+            out.append(f"  local disk {where}  LUN {d['lun']} of loopback target "
+                       f"{d['target']}")
         for l in e["luns"]:
             mode = "demo mode (any initiator)" if l["demo_mode"] else \
                 ("CHAP" if l["authentication"] else "ACLs")

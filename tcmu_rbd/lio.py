@@ -110,7 +110,8 @@ class Holder:
         return f"pid {self.pid} ({' '.join(self.argv)[:120] or '?'})"
 
 
-def _read(path: str) -> str | None:
+def read_attr(path: str) -> str | None:
+    """A sysfs/configfs attribute's value (stripped), or None when it cannot be read."""
     try:
         with open(path) as f:
             return f.read().strip()
@@ -200,7 +201,7 @@ class TcmuDevice:
 
     def map_size(self) -> int:
         """The size of the ring mapping (``maps/map0/size``)."""
-        v = _read(os.path.join(self.roots.uio_class, self.uio, "maps", "map0", "size"))
+        v = read_attr(os.path.join(self.roots.uio_class, self.uio, "maps", "map0", "size"))
         if v is None:
             raise OSError(f"{self.uio}: no maps/map0/size in sysfs")
         return int(v, 0)
@@ -214,7 +215,7 @@ class TcmuDevice:
 
     def attr(self, attr: str, default: int) -> int:
         """An integer attribute (``attrib/<attr>``); default when absent or unreadable."""
-        v = _read(os.path.join(self.configfs, "attrib", attr))
+        v = read_attr(os.path.join(self.configfs, "attrib", attr))
         try:
             return int(v, 0) if v is not None else default
         except ValueError:
@@ -222,7 +223,7 @@ class TcmuDevice:
 
     def serial(self) -> str:
         """The unit serial (``wwn/vpd_unit_serial``: "T10 VPD Unit Serial Number: <s>")."""
-        v = _read(os.path.join(self.configfs, "wwn", "vpd_unit_serial")) or ""
+        v = read_attr(os.path.join(self.configfs, "wwn", "vpd_unit_serial")) or ""
         return v.split(":", 1)[1].strip() if ":" in v else v
 
     def size(self) -> int:
@@ -230,7 +231,7 @@ class TcmuDevice:
         size = self.attr("dev_size", 0)
         if size:
             return size
-        info = (_read(os.path.join(self.configfs, "info")) or "").split()
+        info = (read_attr(os.path.join(self.configfs, "info")) or "").split()
         if "Size:" in info:
             try:
                 return int(info[info.index("Size:") + 1])
@@ -264,11 +265,11 @@ class TcmuDevice:
         no ACLs at all (tcm_loop)."""
         for lun in self._fabric_luns():
             tpg = os.path.dirname(os.path.dirname(lun))
-            if _read(os.path.join(tpg, "enable")) not in (None, "1"):
+            if read_attr(os.path.join(tpg, "enable")) not in (None, "1"):
                 continue
             acls = os.path.join(tpg, "acls")
             if not os.path.isdir(acls) or \
-                    _read(os.path.join(tpg, "attrib", "generate_node_acls")) == "1":
+                    read_attr(os.path.join(tpg, "attrib", "generate_node_acls")) == "1":
                 return True
             real = os.path.realpath(lun)
             for link in glob.glob(os.path.join(glob.escape(acls), "*", "lun_*", "*")):
@@ -289,14 +290,14 @@ class TcmuDevice:
 
             def num(attr, default=0, d=d):
                 try:
-                    return int(_read(os.path.join(d, attr)) or str(default), 0)
+                    return int(read_attr(os.path.join(d, attr)) or str(default), 0)
                 except ValueError:
                     return default
             supported = 0
             for attr, bit in _ALUA_SUPPORT:
                 if num("alua_support_" + attr):
                     supported |= bit
-            access = _ALUA_ACCESS_TYPES.get(_read(os.path.join(d, "alua_access_type")) or "",
+            access = _ALUA_ACCESS_TYPES.get(read_attr(os.path.join(d, "alua_access_type")) or "",
                                             None)
             out.append(AluaGroup(name, num("tg_pt_gp_id"), num("alua_access_state"),
                                  num("alua_access_type") if access is None else access,
@@ -306,7 +307,7 @@ class TcmuDevice:
 
     def _members(self, group_dir: str) -> tuple:
         out = []
-        for line in (_read(os.path.join(group_dir, "members")) or "").splitlines():
+        for line in (read_attr(os.path.join(group_dir, "members")) or "").splitlines():
             parts = line.strip().split("/")
             if len(parts) != 4 or not parts[2].startswith("tpgt_"):
                 continue
@@ -319,7 +320,7 @@ class TcmuDevice:
             # names its directory in lower case ("iscsi")
             if not os.path.isdir(os.path.join(self.roots.target, fabric)):
                 fabric = fabric.lower()
-            enabled = _read(os.path.join(self.roots.target, fabric, wwn, tpg, "enable"))
+            enabled = read_attr(os.path.join(self.roots.target, fabric, wwn, tpg, "enable"))
             out.append(AluaMember(fabric, wwn, tag, lun, enabled == "1"))
         return tuple(out)
 
@@ -386,7 +387,7 @@ class Kernel:
         self.roots = roots
 
     def uio_name(self, uio: str) -> UioName | None:
-        v = _read(os.path.join(self.roots.uio_class, uio, "name"))
+        v = read_attr(os.path.join(self.roots.uio_class, uio, "name"))
         return UioName.parse(v) if v else None
 
     def device(self, uio: str) -> TcmuDevice | None:

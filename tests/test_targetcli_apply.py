@@ -45,7 +45,7 @@ class FakeLIO:
 
 def fake_rtslib(lio: FakeLIO) -> types.ModuleType:
     class SO:
-        plugin = "user"
+        plugin, alua_tpgs = "user", ()
 
         def __init__(self, name, config=None, size=None, wwn=None, hw_max_sectors=None,
                      control=None):
@@ -71,14 +71,16 @@ def fake_rtslib(lio: FakeLIO) -> types.ModuleType:
             lio.write("delete backstore", self.name)
 
     class FM:
-        name = "iscsi"
-
         def __init__(self, name):
-            assert name == "iscsi"
+            assert name in ("iscsi", "loopback")
+            self.name = name
 
     class Target:
-        def __init__(self, fm, wwn, mode="any"):
-            assert mode == "create"
+        def __init__(self, fm, wwn=None, mode="any"):
+            assert mode == "create" and (wwn is None) == (fm.name == "loopback")
+            lio.check(f"Target {fm.name}")
+            n = sum(t.fabric_module.name == "loopback" for t in lio.targets)
+            wwn = wwn or f"naa.50014050000000{n:02x}"  # (rtslib generates a random one)
             self.wwn, self.fabric_module, self.tpgs = wwn, fm, []
             lio.targets.append(self)
             lio.write("target", wwn)

@@ -143,7 +143,8 @@ class Tree:
 
 def tpg(tag, ip):
     return types.SimpleNamespace(
-        tag=tag, enable=True, node_acls=[], parent_target=types.SimpleNamespace(wwn=T),
+        tag=tag, enable=True, node_acls=[], parent_target=types.SimpleNamespace(
+            wwn=T, fabric_module=types.SimpleNamespace(name="iscsi")),
         network_portals=[types.SimpleNamespace(ip_address=ip, port=3260)],
         get_attribute=lambda k: "0")
 
