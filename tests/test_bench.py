@@ -177,12 +177,12 @@ def test_guest_cli_rows(ceph, rbd_image, tmp_path, monkeypatch):
     assert guest.main(["jobs", "--path", "fio rbd (before)", "--set", "quick",
                        "--seconds", "0.5", "--ramp", "0", "--out", out,
                        "rbd:" + rbd_image.spec]) == 0
-    sleeper = subprocess.Popen(["sleep", "30"])
+    sleeper = subprocess.Popen(["sleep", "30.0417"])  # a command line no other process has
     deadline = time.monotonic() + 10
-    while not procs.pids_matching("sleep 30") and time.monotonic() < deadline:
+    while not procs.pids_matching("sleep 30.0417") and time.monotonic() < deadline:
         time.sleep(0.05)          # until the child has exec'd
     try:
-        assert guest.main(["memory", "--path", "sleep", "--luns", "1", "--pattern", "sleep 30",
+        assert guest.main(["memory", "--path", "sleep", "--luns", "1", "--pattern", "sleep 30.0417",
                            "--out", out]) == 0
     finally:
         sleeper.kill()

@@ -350,8 +350,10 @@ class CephCluster:
         """A new key for ``entity`` (client.x, mgr.x) with ``caps``, in the cluster's
         auth database and in keyring/ceph.<entity>.keyring (mode 0600): its path."""
         path = self._dir / "keyring" / f"ceph.{entity}.keyring"
-        write_keyring(path, {entity: caps or {}})
-        self.admin.auth_add(entity, path, {}, self.timeout)  # the caps: the keyring's
+        # the key alone in the file, the caps in the command: a cap may hold quotes
+        # ('allow command "config-key get"'), which a keyring's quoted value cannot
+        write_keyring(path, {entity: {}})
+        self.admin.auth_add(entity, path, caps or {}, self.timeout)
         return str(path)
 
     def service_status(self) -> dict:
