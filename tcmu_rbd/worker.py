@@ -37,6 +37,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 
 from tcmu_rbd import alua, control, scsi
 from tcmu_rbd.failover import DEFAULT_GRACE, Failover
@@ -48,6 +49,43 @@ from tcmu_rbd.ring import UioRing
 from tcmu_rbd.settings import ENV_LOG_LEVEL, ENV_SUPERVISOR_PID
 
 log = logging.getLogger("tcmu_rbd.worker")
+
+#: how long INQUIRY waits for the configfs reads of the identity refresh
+IDENTITY_WAIT = 0.5
+
+
+class BoundedRefresh:
+    """Runs the identity refresh (configfs reads) on a thread of its own and waits
+    at most ``wait`` seconds: a read of a fabric's LUN directory sleeps while
+    another process is creating a LUN there, and for tcm_loop that process
+    (scsi_add_device, inside the configfs symlink) waits for the answer to this
+    very INQUIRY.  Then the command is answered from the values kept so far; the
+    refresh completes once the LUN exists, and no second one starts meanwhile."""
+
+    def __init__(self, refresh, wait: float = IDENTITY_WAIT):
+        self._refresh, self._wait = refresh, wait
+        self._lock = threading.Lock()
+        self._busy = False
+        self._done = threading.Event()
+
+    def __call__(self, lun) -> None:
+        with self._lock:
+            if self._busy:
+                return
+            self._busy = True
+            self._done.clear()
+        threading.Thread(target=self._run, args=(lun,), name="identity", daemon=True).start()
+        self._done.wait(self._wait)
+
+    def _run(self, lun) -> None:
+        try:
+            self._refresh(lun)
+        except Exception as e:  # the values kept so far stay in use
+            log.warning("reading the LUN's identity from configfs failed: %s", e)
+        finally:
+            with self._lock:
+                self._busy = False
+            self._done.set()
 
 
 PR_SET_PDEATHSIG = 1
@@ -179,7 +217,8 @@ class Worker:
         # long multi-step command (VERIFY, WRITE AND VERIFY, EXTENDED COPY) stops
         dev.set_attr("tmr_notification", 1)
         own_command_timeout(dev)
-        self.handler = Handler(ring, backend, lun, identity=self._refresh_identity, name=dev.label)
+        self.handler = Handler(ring, backend, lun, identity=BoundedRefresh(self._refresh_identity),
+                               name=dev.label)
         if self.metrics is not None:
             ring.set_metrics(self.metrics)
         self._refresh_identity(lun)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -218,3 +219,30 @@ def test_a_timer_the_kernel_will_not_change_is_reported_with_the_remedy(tmp_path
     dev0, path0 = _device_with_timer(tmp_path / "b", 0)
     monkeypatch.setattr(dev0, "set_attr", lambda attr, value: pytest.fail("already off"))
     assert wk.own_command_timeout(dev0)
+
+
+def test_identity_refresh_is_bounded_when_configfs_sleeps():
+    """tcm_loop creates its SCSI device inside the configfs symlink and waits for
+    INQUIRY; a configfs read of that LUN's directory sleeps until then: INQUIRY is
+    answered from the kept values, the refresh lands later, none piles up."""
+    from tcmu_rbd.worker import BoundedRefresh
+    release, calls = threading.Event(), []
+
+    def refresh(lun):
+        calls.append(lun)
+        release.wait(5)
+        lun["serial"] = "new"
+
+    lun = {"serial": "old"}
+    bounded = BoundedRefresh(refresh, wait=0.05)
+    t0 = time.monotonic()
+    bounded(lun)
+    bounded(lun)                       # the first is still asleep: no second thread
+    assert time.monotonic() - t0 < 1 and lun["serial"] == "old" and len(calls) == 1
+    release.set()
+    deadline = time.monotonic() + 5
+    while bounded._busy and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert lun["serial"] == "new"
+    bounded(lun)                       # quick this time: waited for, not skipped
+    assert len(calls) == 2

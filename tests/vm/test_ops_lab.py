@@ -18,6 +18,8 @@ one VM boot (tests/vm/guest/ops.sh), used through open-iscsi on 127.0.0.1:
 
 from pathlib import Path
 
+import pytest
+
 from _guest_checks import (  # noqa: F401 (collected here, in this order)
     daemon_logs,
     test_check,
@@ -58,7 +60,9 @@ METRICS = [
 TEARDOWN = ["teardown", "lio_empty", "daemons_stopped", "daemon_log_clean"]
 CHECKS = SETUP + SNAPSHOTS + NAMESPACES + QOS + LOCAL + METRICS + TEARDOWN
 
-# memstore Ceph ~2 min, targetcli ~5-30 s a call
-VM_TIMEOUT = 20 * 60
+# Ceph ~30 s, targetcli ~5-30 s a call, the QoS measurements ~3 min
+VM_TIMEOUT = 25 * 60
+# the one VM run is the first test's fixture: its limit, not pytest's default (900 s)
+pytestmark = pytest.mark.timeout(VM_TIMEOUT + 600)
 
 guest_logs = daemon_logs  # appended to a failed check
