@@ -307,7 +307,10 @@ class TcmuDevice:
 
     def _members(self, group_dir: str) -> tuple:
         out = []
-        for line in (read_attr(os.path.join(group_dir, "members")) or "").splitlines():
+        # the kernel ends each member's line with "\n\0" (target_tg_pt_gp_members_show
+        # counts the terminator): the second member's line starts with a NUL
+        text = (read_attr(os.path.join(group_dir, "members")) or "").replace("\0", "")
+        for line in text.splitlines():
             parts = line.strip().split("/")
             if len(parts) != 4 or not parts[2].startswith("tpgt_"):
                 continue

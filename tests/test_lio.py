@@ -263,3 +263,20 @@ def test_reachable_only_when_mapped_in_an_enabled_tpg(roots):
     add(roots, 1, "disk1", hba=1)
     export(roots, "loopback", "naa.5001405aaaaaaaaa", 0, 1, "disk1")
     assert lio.Kernel(roots).device("uio1").reachable()
+
+
+def test_alua_members_as_the_kernel_writes_them(roots):
+    """target_tg_pt_gp_members_show ends every line with "\\n\\0": with a second
+    member (an image on iSCSI and on tcm_loop) its line starts with a NUL."""
+    d = add(roots, 0, "rbd.img0")
+    t, naa = "iqn.2003-01.org.x:two", "naa.5001405aabbccdd"
+    for fabric, wwn in (("iscsi", t), ("loopback", naa)):
+        tpg = Path(roots.target) / fabric / wwn / "tpgt_1"
+        tpg.mkdir(parents=True)
+        if fabric == "iscsi":
+            (tpg / "enable").write_text("1\n")
+    g = alua_group(d, "default_tg_pt_gp", 0, 0)
+    (g / "members").write_bytes(f"iSCSI/{t}/tpgt_1/lun_0\n\0loopback/{naa}/tpgt_1/lun_0\n\0".encode())
+    members = lio.Kernel(roots).device("uio0").alua_groups()[0].members
+    assert [(m.fabric, m.wwn, m.tpgt, m.lun) for m in members] == [
+        ("iscsi", t, 1, "lun_0"), ("loopback", naa, 1, "lun_0")]
