@@ -67,7 +67,7 @@ start_dbus() {
   "$LAB/dbus.sh" ${args[@]+"${args[@]}"}
 }
 # the pids of our daemon's worker processes, space-separated ("" when none)
-our_workers() { { pgrep -f -- '-m [t]cmu_rbd[.]worker' || true; } | tr '\n' ' '; }
+our_workers() { { pgrep -f -- '-m [t]cmu_rbd[.]worker' || true; } | paste -sd' ' -; }
 
 step() { _run step "$@"; [ "$RUN_RC" -eq 0 ] || { echo "step $1 failed: ending the guest script"; exit 1; }; }
 check() { _run check "$@"; }
