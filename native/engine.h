@@ -2,7 +2,9 @@
  * The engine: the handler loop's steady state in C, for a backend that
  * completes asynchronously.  Three parts:
  *   rq_*           the completion queue: a backend's ops complete into it
- *                  from any thread (rq_push, under a mutex); it is announced
+ *                  from any thread (rq_push, under a mutex); a plain op's
+ *                  success goes straight onto the attached ring instead
+ *                  (rq_attach); the rest is announced
  *                  on an eventfd (one write per empty -> non-empty
  *                  transition), and drained in batches without a Python call
  *                  per completion;
@@ -40,6 +42,11 @@ uint32_t rq_pending(struct rq *q);
  * memory for that: then the command never completes, and the kernel's
  * timeout or the initiator's abort ends it). */
 void rq_push(struct rq *q, uint64_t tag, int64_t ret, uint64_t extra);
+/* From now on a plain op's success (engine_fast_tag, ret >= 0) pushed onto q
+ * completes GOOD on r at once, on the pushing thread (tr_complete_good),
+ * when that cmd_id is still outstanding with that generation; the rest is
+ * queued as before.  NULL detaches (before r is closed). */
+void rq_attach(struct rq *q, struct tr_ring *r);
 uint64_t rq_lost(struct rq *q);
 /* The tag bit of a plain op (READ/WRITE/FLUSH): tag = engine_fast_tag |
  * gen<<16 | cmd_id.  (tcmu_rbd.ring.FAST_TAG reads it from here.) */
@@ -84,8 +91,8 @@ struct engine_fast {
 };
 
 /* Take new ring entries (tr_take); plain, valid READ/WRITE(10/16) go to the
- * backend tagged engine_fast_tag | gen<<16 | cmd_id (completed by
- * rq_drain_ring); the rest (other commands, TMRs, whatever the backend
+ * backend tagged engine_fast_tag | gen<<16 | cmd_id (completed by rq_push
+ * onto the attached ring, else by rq_drain_ring); the rest (other commands, TMRs, whatever the backend
  * refused) are returned in ev, in ring order, for the handler.  Returns the
  * number of events, or tr_take's -EPROTO. */
 int engine_take_fast(const struct engine_backend *b, struct tr_ring *r, struct engine_fast *f,

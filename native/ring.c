@@ -10,6 +10,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -17,6 +18,9 @@
 
 #include "tcmu_abi.h"
 #include "ring.h"
+
+#define LOCK(r) pthread_mutex_lock((pthread_mutex_t *)(r)->lock)
+#define UNLOCK(r) pthread_mutex_unlock((pthread_mutex_t *)(r)->lock)
 
 /* Length of a CDB from its group code (SPC-4 4.2.5); 0 when unknown. */
 static uint32_t cdb_length(const uint8_t *cdb, uint32_t avail)
@@ -91,11 +95,15 @@ struct tr_ring *tr_open(void *base, uint64_t size, int fd)
     r->cmds = calloc(TCMU_IDS, sizeof(*r->cmds));
     r->slots = calloc(TCMU_IDS, sizeof(*r->slots));
     r->tmr_ids = calloc(TCMU_IDS, sizeof(*r->tmr_ids));
-    if (!r->cmds || !r->slots || !r->tmr_ids) {
+    r->lock = malloc(sizeof(pthread_mutex_t));
+    if (!r->cmds || !r->slots || !r->tmr_ids || !r->lock) {
+        free(r->lock);
+        r->lock = NULL;
         tr_close(r);
         errno = ENOMEM;
         return NULL;
     }
+    pthread_mutex_init(r->lock, NULL);
     r->base = base;
     r->size = size;
     r->cmdr_off = cmdr_off;
@@ -122,6 +130,10 @@ void tr_close(struct tr_ring *r)
     free(r->cmds);
     free(r->slots);
     free(r->tmr_ids);
+    if (r->lock) {
+        pthread_mutex_destroy(r->lock);
+        free(r->lock);
+    }
     free(r);
 }
 
@@ -132,15 +144,17 @@ void tr_set_metrics(struct tr_ring *r, struct lun_metrics *m)
 {
     uint64_t in_use = 0;
 
+    LOCK(r);
     r->metrics = m;
-    if (!m)
-        return;
-    for (uint32_t i = 0; i < TCMU_IDS; i++)
-        if (r->cmds[i].outstanding)
-            in_use += r->cmds[i].data_len;
-    lm_set(&m->data_size, r->size - r->data_off);
-    lm_set(&m->in_flight, r->outstanding);
-    lm_set(&m->data_in_use, in_use);
+    if (m) {
+        for (uint32_t i = 0; i < TCMU_IDS; i++)
+            if (r->cmds[i].outstanding)
+                in_use += r->cmds[i].data_len;
+        lm_set(&m->data_size, r->size - r->data_off);
+        lm_set(&m->in_flight, r->outstanding);
+        lm_set(&m->data_in_use, in_use);
+    }
+    UNLOCK(r);
 }
 
 /* Forget every outstanding command and resynchronise with the mailbox:
@@ -148,6 +162,9 @@ void tr_set_metrics(struct tr_ring *r, struct lun_metrics *m)
  * Returns 0, or -EPROTO for a cmd_head or cmd_tail no entry can start at. */
 int tr_forget_all(struct tr_ring *r)
 {
+    int rc;
+
+    LOCK(r);
     for (uint32_t i = 0; i < TCMU_IDS; i++)
         r->cmds[i].outstanding = 0;
     r->slot_rd = r->slot_n = 0;
@@ -157,7 +174,9 @@ int tr_forget_all(struct tr_ring *r)
         lm_set(&r->metrics->in_flight, 0);
         lm_set(&r->metrics->data_in_use, 0);
     }
-    return resync(r);
+    rc = resync(r);
+    UNLOCK(r);
+    return rc;
 }
 
 /* Copy one CMD entry's CDB and iovecs out of the ring into cmds[id]; the
@@ -237,13 +256,14 @@ static void take_cmd(struct tr_ring *r, uint32_t off, uint32_t len, uint16_t id)
  * can start, an entry that would run past the end of the ring or past
  * cmd_head).
  */
-int tr_take(struct tr_ring *r, struct tr_event *ev, int max)
+static int take_locked(struct tr_ring *r, struct tr_event *ev, int max)
 {
     uint32_t head = load_acquire(r->base, MB_HEAD_OFF);
     int n = 0, corrupt = 0;
     uint64_t now = 0, taken = 0;    /* with metrics: one clock read per take */
 
     r->tmr_used = 0;
+    r->awake = 1;       /* a kick follows: completions until then leave the doorbell to it */
     if (!ring_pos_ok(r, head))
         return -EPROTO;
     while (r->next != head && n < max) {
@@ -310,6 +330,16 @@ int tr_take(struct tr_ring *r, struct tr_event *ev, int max)
     return n || !corrupt ? n : -EPROTO;
 }
 
+int tr_take(struct tr_ring *r, struct tr_event *ev, int max)
+{
+    int n;
+
+    LOCK(r);
+    n = take_locked(r, ev, max);
+    UNLOCK(r);
+    return n;
+}
+
 /*
  * Complete cmd_id out of order: the response goes into the oldest CMD slot
  * not yet reused (the kernel reaps by the cmd_id it finds there), then
@@ -317,9 +347,9 @@ int tr_take(struct tr_ring *r, struct tr_event *ev, int max)
  * Returns 0, or -ENOENT for an id that is not outstanding (dropped: a second
  * completion would break the ring).
  */
-int tr_complete(struct tr_ring *r, uint16_t cmd_id, uint8_t status,
-                const uint8_t *sense, uint32_t sense_len,
-                uint8_t uflags, uint32_t read_len)
+static int complete_locked(struct tr_ring *r, uint16_t cmd_id, uint8_t status,
+                           const uint8_t *sense, uint32_t sense_len,
+                           uint8_t uflags, uint32_t read_len)
 {
     struct tcmu_cmd_entry *ent;
     uint32_t off, tail;
@@ -359,22 +389,79 @@ int tr_complete(struct tr_ring *r, uint16_t cmd_id, uint8_t status,
     return 0;
 }
 
-/* One doorbell for a whole burst of completions.  Returns 1 if the tail had
- * moved (and, with an fd, the 4-byte write was made), 0 if there was nothing
- * to tell, -errno on a failed write. */
-int tr_kick(struct tr_ring *r)
+int tr_complete(struct tr_ring *r, uint16_t cmd_id, uint8_t status,
+                const uint8_t *sense, uint32_t sense_len,
+                uint8_t uflags, uint32_t read_len)
+{
+    int rc;
+
+    LOCK(r);
+    rc = complete_locked(r, cmd_id, status, sense, sense_len, uflags, read_len);
+    UNLOCK(r);
+    return rc;
+}
+
+/* The 4-byte doorbell write (outside the lock); -errno if it failed. */
+static int ring_doorbell(int fd)
 {
     uint32_t zero = 0;
     ssize_t w;
 
+    do {
+        w = write(fd, &zero, sizeof(zero));
+    } while (w < 0 && errno == EINTR);
+    return w < 0 ? -errno : 0;
+}
+
+/* Under the lock: whether a doorbell is due (the tail moved), counted. */
+static int kick_due(struct tr_ring *r)
+{
     if (!r->dirty)
         return 0;
     r->dirty = 0;
     r->doorbells++;
+    return 1;
+}
+
+int tr_complete_good(struct tr_ring *r, uint16_t cmd_id, uint32_t gen)
+{
+    struct tr_cmd *c = &r->cmds[cmd_id];
+    int ring = 0, rc = 0;
+
+    LOCK(r);
+    if (c->outstanding && __atomic_load_n(&c->gen, __ATOMIC_RELAXED) == gen &&
+        complete_locked(r, cmd_id, 0, NULL, 0, 0, 0) == 0) {
+        r->direct++;
+        rc = 1;
+        if (!r->awake) {        /* the loop sleeps: nobody else will kick */
+            if (r->fd < 0)
+                rc = 2;
+            else
+                ring = kick_due(r);
+        }
+    }
+    UNLOCK(r);
+    if (ring)
+        (void)ring_doorbell(r->fd);    /* a failed one: the loop's next kick fails too */
+    return rc;
+}
+
+/* One doorbell for a whole burst of completions; the loop is no longer
+ * awake (completions from now on ring it themselves).  Returns 1 if the
+ * tail had moved (and, with an fd, the 4-byte write was made), 0 if there
+ * was nothing to tell, -errno on a failed write. */
+int tr_kick(struct tr_ring *r)
+{
+    int due, rc;
+
+    LOCK(r);
+    due = kick_due(r);
+    r->awake = 0;
+    UNLOCK(r);
+    if (!due)
+        return 0;
     if (r->fd < 0)
         return 1;
-    do {
-        w = write(r->fd, &zero, sizeof(zero));
-    } while (w < 0 && errno == EINTR);
-    return w < 0 ? -errno : 1;
+    rc = ring_doorbell(r->fd);
+    return rc < 0 ? rc : 1;
 }

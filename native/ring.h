@@ -7,6 +7,13 @@
  * reaps by the cmd_id it finds there) and moves cmd_tail with a release
  * store; tr_kick rings the doorbell once per burst.
  *
+ * Threads: the loop thread takes; a command may complete on any thread (a
+ * librbd callback completes a plain READ/WRITE straight onto the ring with
+ * tr_complete_good, as tcmu-runner does): every call below takes the ring's
+ * lock.  The doorbell is batched: from tr_take until the loop's next tr_kick
+ * the ring is "awake" and a completion leaves the doorbell to that kick;
+ * otherwise (the loop sleeps) the completing thread rings it itself.
+ *
  * Belongs here: the ring protocol and the per-cmd_id record of what was
  * taken.  Not here: what a command means (scsi_fast.c, the SCSI core in
  * Python), starting I/O (engine.c), the kernel's side (emulator.c).
@@ -76,6 +83,9 @@ struct tr_ring {
     uint32_t tmr_used;
     struct tr_cmd *cmds;    /* 65536 entries */
     struct lun_metrics *metrics;   /* NULL: none recorded (tr_set_metrics) */
+    void     *lock;         /* pthread_mutex_t, over everything above */
+    uint8_t  awake;         /* the loop has taken and will kick before it sleeps */
+    uint64_t direct;        /* completions made by tr_complete_good (statistics) */
 };
 
 struct tr_ring *tr_open(void *base, uint64_t size, int fd);
@@ -85,6 +95,12 @@ int  tr_complete(struct tr_ring *r, uint16_t cmd_id, uint8_t status,
                  const uint8_t *sense, uint32_t sense_len,
                  uint8_t uflags, uint32_t read_len);
 int  tr_kick(struct tr_ring *r);
+/* Complete cmd_id GOOD from any thread, if it is outstanding with the
+ * handler's generation gen (else 0: a late completion, left to the caller).
+ * Returns 1 when done and the doorbell is rung or left to the awake loop, 2
+ * when done but the loop sleeps and there is no doorbell fd (the emulator):
+ * the caller must wake the loop so that it kicks. */
+int  tr_complete_good(struct tr_ring *r, uint16_t cmd_id, uint32_t gen);
 int  tr_forget_all(struct tr_ring *r);
 uint32_t tr_load_head(struct tr_ring *r);
 /* Record every completion into m from now on (metrics.h), or nothing (NULL);

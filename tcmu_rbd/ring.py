@@ -3,9 +3,9 @@ engine that serves it for an asynchronous backend.
 
 A `Ring` maps one device's shared area (a /dev/uioN, or the emulator's memfd),
 checks the mailbox, takes new entries in batches and completes commands out of
-order with one doorbell per burst.  The byte-level work and the memory
-ordering (acquire load of cmd_head, release store of cmd_tail) live in
-native/ring.c.
+order with one doorbell per burst.  The byte-level work, the memory
+ordering (acquire load of cmd_head, release store of cmd_tail) and the lock
+that lets a librbd thread complete onto the ring live in native/ring.c.
 
 After `take()`, `events[0:n]` describe what arrived:
   kind == EV_CMD: a command; its copied CDB and iovecs are in `cmd(cmd_id)`
@@ -167,7 +167,7 @@ class Ring:
     def stats(self) -> dict:
         r = self._r
         return {"completions": r.completions, "doorbells": r.doorbells,
-                "dropped": r.dropped, "outstanding": r.outstanding}
+                "dropped": r.dropped, "outstanding": r.outstanding, "direct": r.direct}
 
     def set_metrics(self, region) -> None:
         """Record every completion into region (a metrics.LunRegion, kept
@@ -243,8 +243,10 @@ class EngineBackend:
         return self._fd
 
     def attach(self, ring: Ring) -> None:
-        """From now on a successful op tagged FAST_TAG completes on ring in C."""
+        """From now on a successful op tagged FAST_TAG completes on ring in C,
+        on the thread that completes it (rq_attach)."""
         self._ring = ring._r
+        lib.rq_attach(self.queue, ring._r)
 
     def poll(self, on_complete) -> int:
         """Deliver every queued completion C did not put on the ring itself
@@ -276,6 +278,7 @@ class EngineBackend:
     def close(self) -> None:
         """After the backend let go of every op (none can complete any more)."""
         if self.queue is not None:
+            lib.rq_attach(self.queue, ffi.NULL)
             lib.rq_destroy(self.queue)
             self.queue = None
 

@@ -14,7 +14,7 @@ import pytest
 from tcmu_rbd import scsi
 from tcmu_rbd._native import ffi, lib
 from tcmu_rbd.backends.memory import MemoryBackend
-from tcmu_rbd.ring import EV_CMD, EV_TMR, FAST_TAG, TMR_ABORT_TASK, EngineBackend
+from tcmu_rbd.ring import EV_CMD, EV_TMR, FAST_TAG, TMR_ABORT_TASK, EngineBackend, Ring
 from tcmu_rbd.scsi.fast import store_limits
 from tcmu_rbd_lab.emulator import Emulator
 from tcmu_rbd_lab.rig import Rig
@@ -30,11 +30,13 @@ def rw16(op, lba, n, b1=0):
 
 class CallbackOps:
     """struct engine_ops calling back into Python: records each call and
-    completes it at once (rq_push) with `ret`, or refuses it with `refuse`."""
+    completes it at once (rq_push) with `ret`, or refuses it with `refuse`;
+    with `hold`, keeps it in flight until release()."""
 
-    def __init__(self, ret=None, refuse=0):
+    def __init__(self, ret=None, refuse=0, hold=False):
         self.calls = []
-        self.ret, self.refuse = ret, refuse
+        self.ret, self.refuse, self.hold = ret, refuse, hold
+        self.held = []
         self._readv = ffi.callback(READV, self._on_readv)
         self._writev = ffi.callback(WRITEV, self._on_writev)
         self.table = ffi.new("struct engine_ops *", {"readv": self._readv, "writev": self._writev})
@@ -43,8 +45,17 @@ class CallbackOps:
         self.calls.append((kind, tag, off, fua, sum(iov[i].iov_len for i in range(cnt))))
         if self.refuse:
             return self.refuse
-        lib.rq_push(q, tag, self.ret if self.ret is not None else 0, 0)
+        if self.hold:
+            self.held.append((q, tag))
+        else:
+            lib.rq_push(q, tag, self.ret if self.ret is not None else 0, 0)
         return 0
+
+    def release(self):
+        """Complete what is held, in order (as librbd's callback thread would)."""
+        for q, tag in self.held:
+            lib.rq_push(q, tag, self.ret if self.ret is not None else 0, 0)
+        self.held = []
 
     def _on_readv(self, dev, q, tag, iov, cnt, off):
         return self._start("read", q, tag, iov, cnt, off, 0)
@@ -148,6 +159,73 @@ def test_the_queue_signals_its_fd_when_a_thread_pushes(emu):
     got = []
     assert eb.poll(lambda *c: got.append(c[0])) == 300 and got == list(range(300))
     assert not select.select([eb.fileno()], [], [], 0)[0]
+    eb.close()
+
+
+def test_a_success_completes_on_the_ring_from_the_completing_thread(emu):
+    """librbd's callback thread puts a plain success straight onto the ring:
+    no queue, no wake-up of the loop.  The doorbell: left to the loop's kick
+    while it is awake (from its take to its kick), rung by the completing
+    thread once the loop has kicked (it sleeps)."""
+    uio_r, uio_w = os.pipe()
+    os.set_blocking(uio_r, False)
+    ering = emu.ring()
+    ring = Ring(ering.base, ering.size, uio_w, owner=ering)     # a doorbell fd, as a uio's
+    ops = CallbackOps(hold=True)
+    eb, lim, _ = engine_for(ring, ops, scsi.Lun(num_blocks=1000))
+
+    def doorbells():
+        try:
+            return len(os.read(uio_r, 4096)) // 4
+        except BlockingIOError:
+            return 0
+
+    def release_on_a_thread():
+        t = threading.Thread(target=ops.release)
+        t.start()
+        t.join()
+    try:
+        a = emu.submit(rw16(0x88, 0, 1), data_in=BS)
+        assert ring.take(eb.taker(ring, lim)) == 0 and ring.outstanding == 1
+        release_on_a_thread()           # the loop has not kicked yet: it will
+        assert ring.outstanding == 0 and ring.stats["direct"] == 1 and doorbells() == 0
+        assert lib.rq_pending(eb.queue) == 0 and not select.select([eb.fileno()], [], [], 0)[0]
+        assert ring.kick() and doorbells() == 1
+        emu.doorbell()
+        assert emu.reap()[0].cmd_id == a
+        b = emu.submit(rw16(0x8A, 5, 1), data_out=bytes(BS))
+        assert ring.take(eb.taker(ring, lim)) == 0
+        assert not ring.kick() and doorbells() == 0     # nothing completed: nothing to ring
+        release_on_a_thread()           # the loop sleeps: the thread rings
+        assert ring.outstanding == 0 and doorbells() == 1 and ring.stats["direct"] == 2
+        emu.doorbell()
+        assert emu.reap()[0].cmd_id == b
+        # a late success (the id moved on) is not the ring's: Python sees it
+        lib.rq_push(eb.queue, FAST_TAG | (ring.cmd(b).gen + 1) << 16 | b, 0, 0)
+        assert ring.stats["direct"] == 2 and lib.rq_pending(eb.queue) == 1
+        assert not emu.broken
+    finally:
+        eb.close()
+        ring.close()
+        os.close(uio_r)
+        os.close(uio_w)
+
+
+def test_without_a_doorbell_fd_the_completing_thread_wakes_the_loop(emu):
+    """The emulator's ring has no fd (its doorbell is a call): a success
+    completes on the ring and, the loop sleeping, the queue's fd wakes it to
+    kick."""
+    ring, ops = emu.ring(), CallbackOps(hold=True)
+    eb, lim, _ = engine_for(ring, ops, scsi.Lun(num_blocks=1000))
+    a = emu.submit(rw16(0x88, 0, 1), data_in=BS)
+    assert ring.take(eb.taker(ring, lim)) == 0
+    assert not ring.kick()
+    t = threading.Thread(target=ops.release)
+    t.start()
+    t.join()
+    assert ring.outstanding == 0 and select.select([eb.fileno()], [], [], 1)[0]
+    assert eb.poll(lambda *c: pytest.fail("delivered to Python: %r" % (c,))) == 0
+    assert ring.kick() and emu.reap()[0].cmd_id == a
     eb.close()
 
 

@@ -247,10 +247,11 @@ def test_plain_successes_complete_in_c_without_a_python_call(rig):
     rig.backend.on_complete = lambda *a: (calls.append(a), inner(*a))
     data = os.urandom(64 * BS)
     assert rig.write(0, data).status == scsi.GOOD
-    before = rig.ring.stats["completions"]
+    before, direct = rig.ring.stats["completions"], rig.ring.stats["direct"]
     for i in range(32):
         assert rig.read(i * 2, 2).data == data[i * 2 * BS:(i * 2 + 2) * BS]
     assert rig.ring.stats["completions"] - before == 32
+    assert rig.ring.stats["direct"] - direct == 32     # on librbd's thread, straight onto the ring
     assert calls == []                       # READ/WRITE never went through Python
     caw = bytes([0x89, 0]) + struct.pack(">Q", 0) + bytes(3) + bytes([1, 0, 0])
     res = rig.run(caw, data_out=bytes(BS) + bytes(BS))   # miscompare: Python maps it
