@@ -219,3 +219,38 @@ def test_busiest_threads_by_name():
     # summed (they share the GIL: about one CPU between them)
     assert top.get("python/python", 0) > 0.5, top
     assert sum(s1[k] - s0[k] for k in s0) > 0
+
+
+def test_runner_ratio_is_the_median_of_the_pairs_of_passes():
+    def row(path, iops, cpu):
+        return {"section": "vm", "path": path, "workload": "w", "iops": iops, "cpu_us_per_cmd": cpu}
+    ours, runner = [(100.0, 10.0), (300.0, 10.0), (200.0, 10.0)], [(100.0, 20.0), (100.0, 5.0), (250.0, 10.0)]
+    rows = []
+    for (a, ca), (b, cb) in zip(ours, runner):      # A B A B A B, as the VM runs them
+        rows += [row("tcmu-rbd", a, ca), row(report.RUNNER, b, cb)]
+    r = next(x for x in report.annotate(rows) if x["path"] == "tcmu-rbd")
+    # pairs 1.0, 3.0, 0.8: their median, not the ratio of medians (200 / 100)
+    assert (r["x_runner"], r["x_runner_lo"], r["x_runner_hi"]) == (1.0, 0.8, 3.0)
+    assert r["cpu_x_runner"] == 1.0 and r["iops"] == 200 and r["passes"] == 3
+    assert "0.80-3.00" in report.table([r])
+
+
+def test_cpu_is_split_by_thread_group():
+    assert procs.thread_group("tcmu-runner", "tcmu-runner") == "loop"
+    assert procs.thread_group("python3", "python3") == "loop"
+    assert procs.thread_group("python3", "msgr-worker-2") == "msgr"
+    assert procs.thread_group("python3", "io_context_pool") == "librbd"
+    code = ("import ctypes, threading, time\n"
+            "def spin():\n    ctypes.CDLL(None).prctl(15, b'msgr-worker-0')\n"
+            "    t = time.time()\n    while time.time() - t < 3: pass\n"
+            "threading.Thread(target=spin).start()\n")
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        time.sleep(0.5)
+        a = procs.cpu_by_group([child.pid])
+        time.sleep(1.0)
+        b = procs.cpu_by_group([child.pid])
+    finally:
+        child.wait()
+    used = {k: b[k] - a[k] for k in a}
+    assert used["msgr"] > 0.5 and used["librbd"] == 0 and used["loop"] < 0.3, used

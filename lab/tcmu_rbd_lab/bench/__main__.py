@@ -39,6 +39,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, help="per job (default: engine 3, rbd 8, vm 10)")
     ap.add_argument("--warmup", type=float, default=4, help="rbd: seconds of fio before each job")
     ap.add_argument("--ramp", type=float, default=2, help="vm: fio ramp time per job")
+    ap.add_argument("--pairs", type=int, default=3,
+                    help="vm: passes of tcmu-rbd and tcmu-runner in alternation (A B A B...)")
+    ap.add_argument("--config", default="project", choices=["project", "ceph-iscsi", "stock"],
+                    help="vm: the backstores' settings: targetcli-rbd's (hw_max_sectors 2048, "
+                         "64 MiB data area), ceph-iscsi's (1024, 8 MiB), or targetcli's defaults")
     ap.add_argument("--luns", type=int, default=4, help="scaling: up to this many LUNs (1, 2, 4...)")
     ap.add_argument("--out", default=str(REPO / "results" / "bench"),
                     help="directory for bench.json, bench.png (and the VM's logs)")
@@ -61,14 +66,15 @@ def main(argv=None) -> int:
         rows += native.bench_rbd(workloads, secs("rbd"), a.warmup, cluster=True, pin=a.pin)
     profiled = ""
     if a.what in ("vm", "all"):
-        from tcmu_rbd_lab.bench.vm import bench_vm, profiles
+        from tcmu_rbd_lab.bench.vm import alternation, bench_vm, profiles
         rows += bench_vm(out / "vm", set_name=a.set, seconds=secs("vm"), ramp=a.ramp,
-                         luns=a.luns, profile=a.profile)
+                         luns=a.luns, daemons=alternation(a.pairs), profile=a.profile,
+                         config=a.config)
         profiled = profiles(out / "vm")
     rows = report.annotate(rows)
     text = report.table(rows) + ("\n" + profiled if profiled else "")
     print(text)
-    meta = {"what": a.what, "set": a.set, "seconds": {k: secs(k) for k in DEFAULT_SECONDS},
+    meta = {"what": a.what, "set": a.set, "pairs": a.pairs, "config": a.config, "seconds": {k: secs(k) for k in DEFAULT_SECONDS},
             "host": os.uname().nodename, "kernel": os.uname().release, "cpus": os.cpu_count(),
             "wall_seconds": round(time.monotonic() - t0, 1),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -12,7 +12,7 @@ import os
 import resource
 import subprocess
 
-from tcmu_rbd_lab.bench.procs import cpu_seconds
+from tcmu_rbd_lab.bench.procs import cpu_by_group, cpu_seconds
 from tcmu_rbd_lab.bench.workloads import Workload
 
 
@@ -48,9 +48,10 @@ def run(targets: list[str], w: Workload, seconds: float, ramp: float = 0,
     """Run fio.  cpu_us_per_cmd is the CPU of whatever runs librbd: with cpu_pids (a
     callable giving the server's pids: the TCMU daemon, rbd-nbd) the server's,
     including kernel work done in its context; else fio's own with all its threads
-    (fio --ioengine=rbd; fio's usr_cpu/sys_cpu count only its job thread)."""
+    (fio --ioengine=rbd; fio's usr_cpu/sys_cpu count only its job thread).  With
+    cpu_pids also cpu_us_by_group: the same split by thread (procs.thread_group)."""
     pids = cpu_pids() if cpu_pids else []
-    c0 = cpu_seconds(pids)
+    c0, g0 = cpu_seconds(pids), cpu_by_group(pids)
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(command(targets, w, seconds, ramp), capture_output=True, text=True,
                          env=dict(os.environ, **(env or {})),
@@ -67,5 +68,9 @@ def run(targets: list[str], w: Workload, seconds: float, ramp: float = 0,
             r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime)
     # fio counts no command of the ramp (nor of its start): scale by the measured share
     share = seconds / (seconds + ramp)
-    row["cpu_us_per_cmd"] = used * share / max(row["commands"], 1) * 1e6
+    per_cmd = share / max(row["commands"], 1) * 1e6
+    row["cpu_us_per_cmd"] = used * per_cmd
+    if cpu_pids:
+        g1 = cpu_by_group(pids)
+        row["cpu_us_by_group"] = {k: (g1[k] - g0[k]) * per_cmd for k in g1}
     return row

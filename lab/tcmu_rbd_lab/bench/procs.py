@@ -93,6 +93,43 @@ def thread_ticks() -> dict:
     return out
 
 
+# Where a TCMU daemon's CPU goes, by thread name: librados/librbd name their threads
+# (msgr-worker-N: the messenger; io_context_pool, tp_librbd, fn_*, ms_*, safe_timer...:
+# librbd's and librados' own work); a thread named like its process is the daemon's
+# own (our handler loop, tcmu-runner's command threads; Python names none of ours).
+GROUPS = ("loop", "msgr", "librbd")
+
+
+def thread_group(process: str, thread: str) -> str:
+    if thread.startswith("msgr-worker"):
+        return "msgr"
+    if thread == process or thread.startswith(("python", "tcmu")):
+        return "loop"
+    return "librbd"
+
+
+def cpu_by_group(pids: list[int]) -> dict:
+    """CPU seconds so far of these processes' threads, by thread_group()."""
+    out = dict.fromkeys(GROUPS, 0.0)
+    for pid in pids:
+        try:
+            with open("/proc/%d/comm" % pid) as f:
+                pname = f.read().strip()
+            tids = os.listdir("/proc/%d/task" % pid)
+        except OSError:
+            continue
+        for t in tids:
+            try:
+                with open("/proc/%d/task/%s/stat" % (pid, t)) as f:
+                    head, _, rest = f.read().rpartition(")")
+            except OSError:
+                continue
+            fields = rest.split()
+            out[thread_group(pname, head.partition("(")[2])] += \
+                (int(fields[11]) + int(fields[12])) / _TICK
+    return out
+
+
 def cpu_split() -> dict:
     """Machine-wide CPU ticks by kind, from /proc/stat."""
     with open("/proc/stat") as f:

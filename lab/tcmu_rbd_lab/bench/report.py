@@ -25,9 +25,11 @@ _MEAN = ("iops", "mbps", "lat_mean_us", "lat_p99_us", "cpu_us_per_cmd", "handler
 
 
 def merge_passes(rows: list[dict]) -> list[dict]:
-    """One row per (section, path, workload, LUNs): the mean of its passes (the VM
-    runs each TCMU daemon twice, A B B A, so that drift cancels), with the spread
-    of their IOPS (max - min, % of the mean).  Identical settings rows collapse."""
+    """One row per (section, path, workload, LUNs): the median of its passes (the VM
+    alternates the TCMU daemons, A B A B..., so that drift cancels), with the spread
+    of their IOPS (max - min, % of the median) and each pass's IOPS and CPU per
+    command in order (pass_iops, pass_cpu: annotate pairs them).  Identical
+    settings rows collapse."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         key = tuple(r.get(k) for k in _KEY)
@@ -42,12 +44,39 @@ def merge_passes(rows: list[dict]) -> list[dict]:
         m = dict(group[0], passes=len(group))
         for f in _MEAN:
             if f in m:
-                m[f] = statistics.fmean(g[f] for g in group)
+                m[f] = statistics.median(g[f] for g in group)
+        if "cpu_us_by_group" in m:
+            m["cpu_us_by_group"] = {k: statistics.median(g["cpu_us_by_group"][k] for g in group)
+                                    for k in m["cpu_us_by_group"]}
         if "iops" in m and m["iops"]:
             ios = [g["iops"] for g in group]
             m["spread_pct"] = (max(ios) - min(ios)) / m["iops"] * 100
+            m["pass_iops"] = ios
+            if "cpu_us_per_cmd" in m:
+                m["pass_cpu"] = [g["cpu_us_per_cmd"] for g in group]
         out.append(m)
     return out
+
+
+def _pairs(a: list, b: list) -> list[float]:
+    """a[i] / b[i] for the passes run next to each other (A B A B...)."""
+    return [x / y for x, y in zip(a, b) if y]
+
+
+def _against_runner(r: dict, runner: dict) -> None:
+    """x_runner: the median over the pairs of passes of IOPS / tcmu-runner's IOPS,
+    with the lowest and highest pair (x_runner_lo/hi); cpu_x_runner the same for CPU
+    per command (below 1: less CPU than tcmu-runner).  Without passes to pair: the
+    ratio of the figures."""
+    ios = _pairs(r.get("pass_iops", [r["iops"]]), runner.get("pass_iops", [runner["iops"]]))
+    if ios:
+        r["x_runner"] = statistics.median(ios)
+        r["x_runner_lo"], r["x_runner_hi"] = min(ios), max(ios)
+    if r.get("cpu_us_per_cmd") and runner.get("cpu_us_per_cmd"):
+        cpu = _pairs(r.get("pass_cpu", [r["cpu_us_per_cmd"]]),
+                     runner.get("pass_cpu", [runner["cpu_us_per_cmd"]]))
+        if cpu:
+            r["cpu_x_runner"] = statistics.median(cpu)
 
 
 def annotate(rows: list[dict]) -> list[dict]:
@@ -60,12 +89,12 @@ def annotate(rows: list[dict]) -> list[dict]:
     for (section, _), group in by.items():
         if section in ("native", "vm"):
             base = [r["iops"] for r in group if _is_baseline(r)]
-            runner = [r["iops"] for r in group if r["path"] == RUNNER]
+            runner = next((r for r in group if r["path"] == RUNNER), None)
             for r in group:
                 if base and not _is_baseline(r):
                     r["x_librbd"] = r["iops"] / statistics.fmean(base)
-                if runner and r["path"] != RUNNER and not _is_baseline(r):
-                    r["x_runner"] = r["iops"] / runner[0]
+                if runner is not None and r["path"] != RUNNER and not _is_baseline(r):
+                    _against_runner(r, runner)
         elif section.endswith("scaling"):
             one = {r["path"]: r["iops"] for r in group if r["luns"] == 1}
             for r in group:
@@ -89,8 +118,9 @@ _COLS = [("workload", "workload", 33, "%s"), ("path", "path", 17, "%s"),
          ("iops", "IOPS", 9, "%.0f"), ("mbps", "MB/s", 8, "%.1f"),
          ("lat_mean_us", "mean us", 8, "%.0f"), ("lat_p99_us", "p99 us", 8, "%.0f"),
          ("cpu_us_per_cmd", "CPU us", 8, "%.1f"), ("x_librbd", "xlibrbd", 7, "%.2f"),
-         ("x_runner", "xrunner", 7, "%.2f"), ("x_1lun", "x1LUN", 6, "%.2f"),
-         ("spread_pct", "spread", 6, "%.0f%%")]
+         ("x_runner", "xrunner", 7, "%.2f"), ("pairs", "pairs", 9, "%s"),
+         ("cpu_x_runner", "CPUxR", 5, "%.2f"), ("cpu_groups", "loop/msgr/rbd us", 16, "%s"),
+         ("x_1lun", "x1LUN", 6, "%.2f"), ("spread_pct", "spread", 6, "%.0f%%")]
 _TITLES = {"engine": "engine ceiling: emulated ring -> engine -> memory backend, one core",
            "native": "native (no kernel): emulated ring -> engine",
            "native scaling": "native scaling: LUNs at once, one process each",
@@ -115,6 +145,10 @@ def table(rows: list[dict]) -> str:
             cells = []
             for i, (key, _, width, fmt) in enumerate(_COLS):
                 v = r.get(key)
+                if key == "pairs" and "x_runner_lo" in r:
+                    v = "%.2f-%.2f" % (r["x_runner_lo"], r["x_runner_hi"])
+                if key == "cpu_groups" and "cpu_us_by_group" in r:
+                    v = "/".join("%.0f" % x for x in r["cpu_us_by_group"].values())
                 if key == "workload" and "luns" in r:
                     v = "%d LUN%s: %s" % (r["luns"], "s" if r["luns"] > 1 else "", v.replace(" per LUN", " each"))
                 cells.append(_cell("" if v is None else fmt % v, width, i < 2))

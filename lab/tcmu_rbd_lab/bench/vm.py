@@ -11,19 +11,31 @@ from tcmu_rbd_lab.bench.workloads import SETS
 from tcmu_rbd_lab.vm import VMError, run_in_vm
 
 GUEST = Path(__file__).with_name("vm_guest.sh")
-# each TCMU daemon twice, A B B A: the OSD's speed drifts over a run (report.merge_passes)
-DAEMONS = ("tcmu-rbd", "tcmu-runner", "tcmu-runner", "tcmu-rbd")
+# the TCMU daemons in alternation, A B A B A B: the OSD's speed drifts over a run, and
+# each pair of passes next to each other gives one ratio (report.annotate: their median)
+PAIRS = 3
+
+
+def alternation(pairs: int = PAIRS) -> tuple:
+    return ("tcmu-rbd", "tcmu-runner") * pairs
+
+
+DAEMONS = alternation()
 
 
 def bench_vm(results_dir: Path, *, set_name: str = "full", seconds: float = 10,
-             ramp: float = 2, luns: int = 4, daemons=DAEMONS, profile: bool = False) -> list[dict]:
+             ramp: float = 2, luns: int = 4, daemons=DAEMONS, profile: bool = False,
+             config: str = "project") -> list[dict]:
+    """config: the backstores' settings (vm_guest.sh BENCH_CONFIG): project, ceph-iscsi
+    or stock."""
     jobs = len(SETS[set_name]) * (3 + len(daemons))      # fio rbd x2, rbd-nbd, daemons
     jobs += len(daemons) * luns.bit_length()              # scaling: 1, 2, 4... LUNs
     jobs += (2 + 2 * len(daemons)) * profile
     # TCG: ~6 s of fio and Python start per job; ~10 min of boot, Ceph and exports
     timeout = 600 + jobs * (seconds + ramp + 6) * 2
     env = {"BENCH_SET": set_name, "BENCH_SECONDS": seconds, "BENCH_RAMP": ramp,
-           "BENCH_LUNS": luns, "BENCH_DAEMONS": " ".join(daemons), "BENCH_PROFILE": int(profile)}
+           "BENCH_LUNS": luns, "BENCH_DAEMONS": " ".join(daemons), "BENCH_PROFILE": int(profile),
+           "BENCH_CONFIG": config}
     res = run_in_vm(GUEST, results_dir, env=env, timeout=timeout, memory="8G", check=False)
     out = Path(results_dir) / "bench.jsonl"
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []

@@ -7,8 +7,9 @@
 #   tcmu-runner       the same disk served by Debian's tcmu-runner    } initiator settings
 #   rbd-nbd           the image through the kernel's nbd driver
 #   fio rbd (after)   direct librbd again (the OSD's speed drifts: compare to the mean)
-# Each TCMU daemon is served twice, in the order A B B A. For each also: 1, 2, 4 LUNs at once (one iSCSI session each) and the
-# daemon's memory with 1 and with 4 LUNs.
+# The TCMU daemons are served in alternation, A B A B A B (BENCH_DAEMONS); each pass
+# also runs 1, 2, 4 LUNs at once (one iSCSI session each) and reads the daemon's
+# memory with 1 and with 4 LUNs.
 # Knobs (environment): BENCH_SET full|quick, BENCH_SECONDS, BENCH_RAMP, BENCH_LUNS
 # (the most LUNs at once), BENCH_DAEMONS, BENCH_PROFILE=1 (perf of the whole VM during
 # the scaling job on each path: profile-<path>.txt).
@@ -19,12 +20,22 @@ REPO=${TCMU_RBD_REPO:?}
 OUTF=$TCMU_RBD_RESULTS/bench.jsonl
 SET=${BENCH_SET:-full} SECS=${BENCH_SECONDS:-10} RAMP=${BENCH_RAMP:-2}
 LUNS=${BENCH_LUNS:-4} PROFILE=${BENCH_PROFILE:-0}
-# A B B A: the OSD's speed drifts; the host averages each daemon's two passes
-DAEMONS=${BENCH_DAEMONS:-tcmu-rbd tcmu-runner tcmu-runner tcmu-rbd}
+# A B A B A B: the OSD's speed drifts; the host pairs the passes next to each other
+DAEMONS=${BENCH_DAEMONS:-tcmu-rbd tcmu-runner tcmu-rbd tcmu-runner tcmu-rbd tcmu-runner}
 INIT=iqn.2024-01.org.tcmu-rbd.lab:bench
 TGT=iqn.2003-01.org.linux-iscsi.tcmu-rbd-lab:bench
-# equal for every path: the target's and the initiator's settings
-HW_MAX_SECTORS=2048 DATA_AREA_MB=64 CMDSN_DEPTH=128 CMDS_MAX=128 QUEUE_DEPTH=128
+# equal for every path: the target's and the initiator's settings.  BENCH_CONFIG: the
+# backstore's, as the project's targetcli-rbd sets them (project), as ceph-iscsi does
+# (hw_max_sectors 1024, an 8 MiB data area), or a stock `targetcli /backstores/user:rbd
+# create` (stock: the kernel's defaults, none given)
+CONFIG=${BENCH_CONFIG:-project}
+case $CONFIG in
+  project) HW_MAX_SECTORS=2048 DATA_AREA_MB=64 ;;
+  ceph-iscsi) HW_MAX_SECTORS=1024 DATA_AREA_MB=8 ;;
+  stock) HW_MAX_SECTORS="" DATA_AREA_MB="" ;;
+  *) echo "unknown BENCH_CONFIG $CONFIG"; exit 2 ;;
+esac
+CMDSN_DEPTH=128 CMDS_MAX=128 QUEUE_DEPTH=128
 CFS=/sys/kernel/config/target
 
 log() { echo "[bench] $(date +%T) $*"; }
@@ -61,10 +72,11 @@ profile "fio rbd" rbd:rbd/bench0
 
 image_of() { if [ "$1" -eq 0 ]; then echo bench0; else echo "scale$1"; fi; }
 export_lun() {  # export_lun N: image N as backstore benchN on target $TGT-N
-  local size=1G; [ "$1" -gt 0 ] && size=256M
+  local size=1G args=(); [ "$1" -gt 0 ] && size=256M
+  [ -n "$HW_MAX_SECTORS" ] && args+=(--arg "hw_max_sectors=$HW_MAX_SECTORS")
+  [ -n "$DATA_AREA_MB" ] && args+=(--arg "control=max_data_area_mb=$DATA_AREA_MB")
   "$LAB/export.sh" add --backstore "user:rbd/bench$1" --arg "size=$size" \
-    --arg "cfgstring=rbd/$(image_of "$1")" --arg "hw_max_sectors=$HW_MAX_SECTORS" \
-    --arg "control=max_data_area_mb=$DATA_AREA_MB" --target "$TGT-$1" --acl "$INIT" \
+    --arg "cfgstring=rbd/$(image_of "$1")" ${args[@]+"${args[@]}"} --target "$TGT-$1" --acl "$INIT" \
     --cmdsn-depth "$CMDSN_DEPTH" >/dev/null
   "$LAB/initiator.sh" login --target "$TGT-$1" --initiator-name "$INIT" \
     --cmds-max "$CMDS_MAX" --queue-depth "$QUEUE_DEPTH"
@@ -75,7 +87,7 @@ settings() {  # settings PATH DISK
   local bs tpg dev=${2#/dev/}
   bs=$(ls -d "$CFS"/core/user_*/bench0)
   tpg=$CFS/iscsi/$TGT-0/tpgt_1
-  G settings --path "$1" "hw_max_sectors=$(cat "$bs/attrib/hw_max_sectors")" \
+  G settings --path "$1" "config=$CONFIG" "hw_max_sectors=$(cat "$bs/attrib/hw_max_sectors")" \
     "max_data_area_mb=$(cat "$bs/attrib/max_data_area_mb")" \
     "cmdsn_depth=$(cat "$tpg/acls/$INIT/cmdsn_depth")" \
     "node.session.cmds_max=$(node_setting "$TGT-0" node.session.cmds_max)" \
