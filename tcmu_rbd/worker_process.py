@@ -22,7 +22,7 @@ import subprocess
 import sys
 from typing import Callable
 
-from . import control
+from . import control, spawner
 from . import settings as settings_mod
 from .logs import relayed_level
 from .settings import Settings
@@ -92,17 +92,17 @@ class WorkerProcess:
             env[settings_mod.ENV_LOG_LEVEL] = settings.log_level
             # the worker dies with us (PR_SET_PDEATHSIG; see worker.follow_supervisor)
             env[settings_mod.ENV_SUPERVISOR_PID] = str(os.getpid())
+            pass_fds = [child.fileno()] + ([] if metrics_fd is None else [metrics_fd])
             r, w = os.pipe()
             try:
-                self.proc = subprocess.Popen(
-                    cmd,
-                    pass_fds=[child.fileno()] + ([] if metrics_fd is None else [metrics_fd]),
-                    stdin=subprocess.DEVNULL,
-                    stdout=w,
-                    stderr=w,
-                    env=env,
-                    start_new_session=True,
-                )
+                self.proc = None
+                self.pid = self._fork(cmd, pass_fds, w, env) if command == default_worker_command() \
+                    else None
+                if self.pid is None:
+                    self.proc = subprocess.Popen(
+                        cmd, pass_fds=pass_fds, stdin=subprocess.DEVNULL, stdout=w, stderr=w,
+                        env=env, start_new_session=True)
+                    self.pid = self.proc.pid
             except BaseException:
                 os.close(r)
                 raise
@@ -117,11 +117,22 @@ class WorkerProcess:
         self._sock.setblocking(False)
         self._errfd = r
         os.set_blocking(r, False)
-        self.pid = self.proc.pid
         self._ctl_watch = self.loop.add_reader(self._sock.fileno(), self._on_ctl)
         self._err_watch = self.loop.add_reader(self._errfd, self._on_stderr)
         self.loop.watch_child(self.pid, self._on_exit)
         self.log.info("worker pid %d started", self.pid)
+
+    def _fork(self, cmd, pass_fds, out_fd, env) -> int | None:
+        """The worker forked from the daemon's spawner (spawner.py: it shares the
+        imports' memory); None where there is none or it failed: exec."""
+        s = spawner.shared()
+        if s is None:
+            return None
+        try:
+            return s.spawn(cmd, pass_fds, out_fd, env)
+        except OSError as e:
+            self.log.warning("%s; starting the worker with exec", e)
+            return None
 
     # -- requests -----------------------------------------------------------
 
@@ -289,7 +300,8 @@ class WorkerProcess:
         except ValueError:
             code = status
         self.exit_code = code
-        self.proc.returncode = code  # reaped by the loop: Popen must not wait for it
+        if self.proc is not None:
+            self.proc.returncode = code  # reaped by the loop: Popen must not wait for it
         if self._kill_timer:
             self._kill_timer.cancel()
         # drain what is left

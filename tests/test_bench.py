@@ -247,9 +247,9 @@ def test_cpu_is_split_by_thread_group():
     child = subprocess.Popen([sys.executable, "-c", code])
     try:
         time.sleep(0.5)
-        a = procs.cpu_by_group([child.pid])
+        a = procs.by_group(procs.cpu_by_thread([child.pid]))
         time.sleep(1.0)
-        b = procs.cpu_by_group([child.pid])
+        b = procs.by_group(procs.cpu_by_thread([child.pid]))
     finally:
         child.wait()
     used = {k: b[k] - a[k] for k in a}

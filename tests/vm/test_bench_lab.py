@@ -75,8 +75,8 @@ def test_each_daemon_ran_twice(rows):
 
 def test_memory_per_lun(rows):
     mem = {(r["path"], r["luns"]): r for r in _section(rows, "memory")}
-    # our daemon: the supervisor plus one worker per LUN
-    assert mem[("tcmu-rbd", 1)]["processes"] == 2 and mem[("tcmu-rbd", 2)]["processes"] == 3
+    # our daemon: the supervisor, the spawner, one worker per LUN
+    assert mem[("tcmu-rbd", 1)]["processes"] == 3 and mem[("tcmu-rbd", 2)]["processes"] == 4
     assert mem[("tcmu-runner", 1)]["processes"] == 1
     for key in [("tcmu-rbd", 2), ("tcmu-runner", 2)]:
         assert mem[key]["added_mb_per_lun"] > 0 and mem[key]["pss_kb"] <= mem[key]["rss_kb"]

@@ -12,7 +12,7 @@ import os
 import resource
 import subprocess
 
-from tcmu_rbd_lab.bench.procs import cpu_by_group, cpu_seconds
+from tcmu_rbd_lab.bench.procs import by_group, cpu_by_thread, cpu_seconds
 from tcmu_rbd_lab.bench.workloads import Workload
 
 
@@ -49,9 +49,10 @@ def run(targets: list[str], w: Workload, seconds: float, ramp: float = 0,
     callable giving the server's pids: the TCMU daemon, rbd-nbd) the server's,
     including kernel work done in its context; else fio's own with all its threads
     (fio --ioengine=rbd; fio's usr_cpu/sys_cpu count only its job thread).  With
-    cpu_pids also cpu_us_by_group: the same split by thread (procs.thread_group)."""
+    cpu_pids also cpu_us_by_group (the same split by procs.thread_group) and
+    cpu_us_by_thread (the busiest thread names)."""
     pids = cpu_pids() if cpu_pids else []
-    c0, g0 = cpu_seconds(pids), cpu_by_group(pids)
+    c0, t0 = cpu_seconds(pids), cpu_by_thread(pids)
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(command(targets, w, seconds, ramp), capture_output=True, text=True,
                          env=dict(os.environ, **(env or {})),
@@ -71,6 +72,10 @@ def run(targets: list[str], w: Workload, seconds: float, ramp: float = 0,
     per_cmd = share / max(row["commands"], 1) * 1e6
     row["cpu_us_per_cmd"] = used * per_cmd
     if cpu_pids:
-        g1 = cpu_by_group(pids)
-        row["cpu_us_by_group"] = {k: (g1[k] - g0[k]) * per_cmd for k in g1}
+        t1 = cpu_by_thread(pids)
+        used_by = {k: (v - t0.get(k, 0.0)) * per_cmd for k, v in t1.items()}
+        row["cpu_us_by_group"] = by_group(used_by)
+        # the busiest threads by name, so that a group can be checked against them
+        row["cpu_us_by_thread"] = dict(sorted(((k, v) for k, v in used_by.items() if v > 0),
+                                              key=lambda kv: -kv[1])[:8])
     return row

@@ -101,6 +101,7 @@ GROUPS = ("loop", "msgr", "librbd")
 
 
 def thread_group(process: str, thread: str) -> str:
+    """(thread names as cpu_by_thread labels them: without a trailing number)"""
     if thread.startswith("msgr-worker"):
         return "msgr"
     if thread == process or thread.startswith(("python", "tcmu")):
@@ -108,9 +109,11 @@ def thread_group(process: str, thread: str) -> str:
     return "librbd"
 
 
-def cpu_by_group(pids: list[int]) -> dict:
-    """CPU seconds so far of these processes' threads, by thread_group()."""
-    out = dict.fromkeys(GROUPS, 0.0)
+def cpu_by_thread(pids: list[int]) -> dict:
+    """CPU seconds so far of these processes' threads, by thread name with a
+    trailing number dropped (msgr-worker-0, -1... are one), the process's name
+    first ("python3/msgr-worker")."""
+    out: dict[str, float] = {}
     for pid in pids:
         try:
             with open("/proc/%d/comm" % pid) as f:
@@ -125,8 +128,18 @@ def cpu_by_group(pids: list[int]) -> dict:
             except OSError:
                 continue
             fields = rest.split()
-            out[thread_group(pname, head.partition("(")[2])] += \
-                (int(fields[11]) + int(fields[12])) / _TICK
+            name = head.partition("(")[2]
+            label = "%s/%s" % (pname, name.rstrip("0123456789").rstrip("-_/:") or name)
+            out[label] = out.get(label, 0.0) + (int(fields[11]) + int(fields[12])) / _TICK
+    return out
+
+
+def by_group(threads: dict) -> dict:
+    """cpu_by_thread's figures summed by thread_group()."""
+    out = dict.fromkeys(GROUPS, 0.0)
+    for label, secs in threads.items():
+        pname, _, tname = label.partition("/")
+        out[thread_group(pname, tname)] += secs
     return out
 
 
