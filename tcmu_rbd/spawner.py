@@ -164,9 +164,11 @@ def _worker(sock: socket.socket, req: dict, fds: list[int]) -> None:
     try:
         sock.close()
         # the received fds to their numbers in the supervisor, through numbers
-        # clear of both: first all up high, then each down where it belongs
+        # clear of both (above either set: RLIMIT_NOFILE may be as low as 1024):
+        # first all up high, then each down where it belongs
         import fcntl
-        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 1024) for fd in fds]
+        base = max(list(fds) + req["fds"]) + 1
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, base) for fd in fds]
         for fd in fds:
             os.close(fd)
         null = os.open(os.devnull, os.O_RDONLY)

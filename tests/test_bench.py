@@ -201,19 +201,29 @@ def test_guest_cli_rows(ceph, rbd_image, tmp_path, monkeypatch):
                     "--out", out])
 
 
-def test_busiest_threads_by_name():
-    code = ("import threading, time\n"
-            "def spin():\n    t = time.time()\n    while time.time() - t < 3: pass\n"
-            "for i in range(2):\n"
-            "    threading.Thread(target=spin).start()\n")
-    child = subprocess.Popen([sys.executable, "-c", code])
+def _readings_while_spinning(read, *names):
+    """read() twice, 1 s apart, while a child's threads spin, each named as in
+    names (None: left as Python leaves it)."""
+    code = ("import ctypes, sys, threading, time\n"
+            "def spin(name):\n"
+            "    if name: ctypes.CDLL(None).prctl(15, name.encode())\n"
+            "    t = time.time()\n    while time.time() - t < 3: pass\n"
+            "for n in sys.argv[1:]:\n"
+            "    threading.Thread(target=spin, args=(n if n != '-' else None,)).start()\n")
+    child = subprocess.Popen([sys.executable, "-c", code] + [n or "-" for n in names])
     try:
         time.sleep(0.5)
-        a, s0 = procs.thread_ticks(), procs.cpu_split()
+        a = read(child.pid)
         time.sleep(1.0)
-        b, s1 = procs.thread_ticks(), procs.cpu_split()
+        b = read(child.pid)
     finally:
         child.wait()
+    return a, b
+
+
+def test_busiest_threads_by_name():
+    (a, s0), (b, s1) = _readings_while_spinning(
+        lambda pid: (procs.thread_ticks(), procs.cpu_split()), None, None)
     top = dict(procs.busiest(a, b))
     # Python 3.11 leaves its threads' OS names alone: both spinners are python/python,
     # summed (they share the GIL: about one CPU between them)
@@ -240,17 +250,7 @@ def test_cpu_is_split_by_thread_group():
     assert procs.thread_group("python3", "python3") == "loop"
     assert procs.thread_group("python3", "msgr-worker-2") == "msgr"
     assert procs.thread_group("python3", "io_context_pool") == "librbd"
-    code = ("import ctypes, threading, time\n"
-            "def spin():\n    ctypes.CDLL(None).prctl(15, b'msgr-worker-0')\n"
-            "    t = time.time()\n    while time.time() - t < 3: pass\n"
-            "threading.Thread(target=spin).start()\n")
-    child = subprocess.Popen([sys.executable, "-c", code])
-    try:
-        time.sleep(0.5)
-        a = procs.by_group(procs.cpu_by_thread([child.pid]))
-        time.sleep(1.0)
-        b = procs.by_group(procs.cpu_by_thread([child.pid]))
-    finally:
-        child.wait()
+    a, b = _readings_while_spinning(lambda pid: procs.by_group(procs.cpu_by_thread([pid])),
+                                    "msgr-worker-0")
     used = {k: b[k] - a[k] for k in a}
     assert used["msgr"] > 0.5 and used["librbd"] == 0 and used["loop"] < 0.3, used

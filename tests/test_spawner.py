@@ -12,8 +12,12 @@ import textwrap
 import time
 
 SUPERVISOR = textwrap.dedent(r'''
-    import errno, json, logging, os, sys
+    import errno, json, logging, os, resource, sys
     from tcmu_rbd import spawner, settings as st
+
+    # a low open-file limit, as a VM's or a service's (1024 in the lab's guest): the
+    # spawner's fd juggling must stay under it
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
     from tcmu_rbd.mainloop import GLibLoop
     from tcmu_rbd.worker_process import WorkerProcess, default_worker_command
 

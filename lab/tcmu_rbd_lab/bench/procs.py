@@ -68,11 +68,11 @@ def memory_kb(pid: int) -> dict:
     return out
 
 
-def thread_ticks() -> dict:
+def thread_ticks(pids: list[int] | None = None) -> dict:
     """{(pid, tid): (process name, thread name, utime + stime ticks)} of every thread
-    on the machine (kernel threads included)."""
+    of these processes, or of the whole machine (kernel threads included)."""
     out = {}
-    for d in os.listdir("/proc"):
+    for d in os.listdir("/proc") if pids is None else map(str, pids):
         if not d.isdigit():
             continue
         try:
@@ -109,28 +109,18 @@ def thread_group(process: str, thread: str) -> str:
     return "librbd"
 
 
+def thread_label(process: str, thread: str) -> str:
+    """'process/thread', without the trailing number that tells a pool's threads
+    apart (msgr-worker-0, -1...: one label)."""
+    return "%s/%s" % (process, thread.rstrip("0123456789").rstrip("-_/:") or thread)
+
+
 def cpu_by_thread(pids: list[int]) -> dict:
-    """CPU seconds so far of these processes' threads, by thread name with a
-    trailing number dropped (msgr-worker-0, -1... are one), the process's name
-    first ("python3/msgr-worker")."""
+    """CPU seconds so far of these processes' threads, by thread_label()."""
     out: dict[str, float] = {}
-    for pid in pids:
-        try:
-            with open("/proc/%d/comm" % pid) as f:
-                pname = f.read().strip()
-            tids = os.listdir("/proc/%d/task" % pid)
-        except OSError:
-            continue
-        for t in tids:
-            try:
-                with open("/proc/%d/task/%s/stat" % (pid, t)) as f:
-                    head, _, rest = f.read().rpartition(")")
-            except OSError:
-                continue
-            fields = rest.split()
-            name = head.partition("(")[2]
-            label = "%s/%s" % (pname, name.rstrip("0123456789").rstrip("-_/:") or name)
-            out[label] = out.get(label, 0.0) + (int(fields[11]) + int(fields[12])) / _TICK
+    for pname, tname, ticks in thread_ticks(pids).values():
+        label = thread_label(pname, tname)
+        out[label] = out.get(label, 0.0) + ticks / _TICK
     return out
 
 
@@ -157,6 +147,6 @@ def busiest(before: dict, after: dict, top: int = 25) -> list[tuple[str, float]]
     for key, (pname, tname, ticks) in after.items():
         used = ticks - before.get(key, (0, 0, 0))[2]
         if used > 0:
-            label = "%s/%s" % (pname, tname.rstrip("0123456789").rstrip("-_/:") or tname)
+            label = thread_label(pname, tname)
             acc[label] = acc.get(label, 0) + used / _TICK
     return sorted(acc.items(), key=lambda kv: -kv[1])[:top]
