@@ -48,6 +48,8 @@ ROOM = 1024
 #: a spawn that takes longer than this is abandoned (the caller execs instead)
 TIMEOUT = 20.0
 MAX_MSG = 1 << 20
+#: a forked worker's exit status when it could not be set up (before the worker ran)
+SETUP_FAILED = 127
 
 
 def _prctl(option: int, arg: int) -> bool:
@@ -159,8 +161,10 @@ def set_cmdline(args: list[str]) -> bool:
 
 
 def _worker(sock: socket.socket, req: dict, fds: list[int]) -> None:
-    """In the grandchild: become the worker that `req` describes; never returns."""
-    code = 1
+    """In the grandchild: become the worker that `req` describes; never returns.
+    A failure before the worker runs exits SETUP_FAILED (the supervisor then
+    execs its workers)."""
+    code = SETUP_FAILED
     try:
         sock.close()
         # the received fds to their numbers in the supervisor, through numbers
@@ -193,6 +197,7 @@ def _worker(sock: socket.socket, req: dict, fds: list[int]) -> None:
             time.sleep(0.001)
         from tcmu_rbd import worker
         sys.argv = ["tcmu_rbd.worker"] + req["cmd"][3:]
+        code = 1
         code = worker.main(req["cmd"][3:])
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1

@@ -302,6 +302,10 @@ class WorkerProcess:
         self.exit_code = code
         if self.proc is not None:
             self.proc.returncode = code  # reaped by the loop: Popen must not wait for it
+        elif code == spawner.SETUP_FAILED and not self._first_line_seen:
+            self.log.error("a forked worker could not be set up (see its traceback): "
+                           "workers start with exec from now on")
+            spawner.disable()
         if self._kill_timer:
             self._kill_timer.cancel()
         # drain what is left

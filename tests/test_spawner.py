@@ -39,13 +39,20 @@ SUPERVISOR = textwrap.dedent(r'''
                           on_exit=lambda w, code: events.append(["exit", code]))
         assert loop.run_until(lambda: w.exited, 60)
         return {"events": events, "forked": w.proc is None, "pid": w.pid,
-                "spawner": spawner.shared()._proc.pid}
+                "spawner": spawner.shared()._proc.pid if spawner.shared() else None}
     out.append(start())
+    if "--setup-fails" in sys.argv:
+        # a worker the spawner cannot set up: fds above the spawner's open-file limit
+        resource.setrlimit(resource.RLIMIT_NOFILE, (4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        held = [os.open(os.devnull, os.O_RDONLY) for _ in range(100)]
+        out.append(start())
+        out.append(start())
     if "--kill-spawner" in sys.argv:
         os.kill(spawner.shared()._proc.pid, 9)
         spawner.shared()._proc.wait()
         out.append(start())
-    spawner.disable()
+    if spawner.shared() is not None:
+        spawner.disable()
     print(json.dumps({"runs": out, "log": records}))
 ''')
 
@@ -96,3 +103,11 @@ def test_a_worker_shows_its_own_command_line():
     finally:
         p.kill()
         p.wait()
+
+
+def test_a_worker_the_spawner_cannot_set_up_turns_the_supervisor_to_exec():
+    got = _supervise("--setup-fails")
+    ok, failed, execd = got["runs"]
+    assert ok["forked"] and failed["forked"] and failed["events"] == [["exit", 127]]
+    assert any("workers start with exec from now on" in m for m in got["log"])
+    assert not execd["forked"] and execd["events"] == ok["events"]     # served as before
