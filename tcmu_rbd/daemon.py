@@ -209,7 +209,7 @@ def run(
         else:
             log.info("TCM-USER netlink: SET_FEATURES accepted, the kernel waits for our replies")
 
-        # workers forked from a pre-loaded spawner: ~5 MB each instead of ~21
+        # workers forked from a spawner that did their imports: they share them
         if not spawner.enable():
             log.warning("workers start with exec (PR_SET_CHILD_SUBREAPER refused): "
                         "each costs ~17 MB more")

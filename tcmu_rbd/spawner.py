@@ -1,11 +1,12 @@
-"""Workers forked from a pre-loaded process: a LUN's own process for ~5 MB.
+"""Workers forked from a pre-loaded process: a LUN's own process, sharing the imports.
 
 Why: an exec'd worker pays ~17 MB of private memory before it opens its image:
 the Python modules it imports and the relocated pages of librbd, librados and
 libceph-common (measured: bare Python 4.7 MB private, with the worker's imports
 17.5 MB, with its open image 21 MB).  Forked from one process that has done the
 imports, a worker shares those pages and adds only its own cluster client and
-image (~5 MB), and it starts without importing anything.  Each LUN keeps its
+image (~5 MB at start; serving, it touches more: ~20-25 MB PSS per LUN in the
+VM benchmark), and it starts without importing anything.  Each LUN keeps its
 own process, so a crash still costs one LUN a restart, never the others.
 
 How: the supervisor starts the spawner (``python -m tcmu_rbd.spawner``) once;
