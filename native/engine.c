@@ -178,13 +178,10 @@ static int drain(struct rq *q, struct tr_ring *r, uint64_t *tags, int64_t *rets,
         q->n--;
         if (r && r->metrics && ret < 0)
             lm_backend_error(r->metrics, ret);
-        if (r && (tag & engine_fast_tag) && ret >= 0) {
-            struct tr_cmd *c = &r->cmds[tag & 0xFFFF];
-            if (c->outstanding && c->gen == (uint32_t)(tag >> 16)) {
-                tr_complete(r, (uint16_t)(tag & 0xFFFF), 0, NULL, 0, 0, 0);
-                continue;
-            }
-        }
+        /* a plain success queued before rq_attach: the same rule as rq_push's */
+        if (r && (tag & engine_fast_tag) && ret >= 0 &&
+            tr_complete_good(r, (uint16_t)(tag & 0xFFFF), (uint32_t)(tag >> 16)) > 0)
+            continue;
         tags[n] = tag;
         rets[n] = ret;
         extra[n] = ext;

@@ -197,7 +197,6 @@ def _worker(sock: socket.socket, req: dict, fds: list[int]) -> None:
         while supervisor and os.getppid() != supervisor and time.monotonic() < deadline:
             time.sleep(0.001)
         from tcmu_rbd import worker
-        sys.argv = ["tcmu_rbd.worker"] + req["cmd"][3:]
         code = 1
         code = worker.main(req["cmd"][3:])
     except SystemExit as e:

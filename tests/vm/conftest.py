@@ -15,6 +15,11 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "/tests/vm/" in str(item.fspath):
             item.add_marker(pytest.mark.vm)
+            # the module's one VM run happens in its first test's setup: pytest-timeout's
+            # default (900 s) must not cut it short (a module may set its own)
+            if item.get_closest_marker("timeout") is None:
+                vm_timeout = getattr(item.module, "VM_TIMEOUT", 1800)
+                item.add_marker(pytest.mark.timeout(vm_timeout + 900))
 
 
 def pytest_generate_tests(metafunc):

@@ -21,9 +21,10 @@ EQUAL = {"hw_max_sectors": "2048", "max_data_area_mb": "64", "cmdsn_depth": "128
 
 @pytest.fixture(scope="module")
 def rows(vm_results_dir):
-    # two pairs (A B A B): the benchmark's three take longer than they prove more here
+    # one pair (A B): the benchmark's three take 10 min more than they prove here (the
+    # median of pairs and their range are tests/test_bench.py's)
     return report.annotate(bench_vm(vm_results_dir, set_name="quick", seconds=3, ramp=1, luns=2,
-                                    daemons=alternation(2)))
+                                    daemons=alternation(1)))
 
 
 def _section(rows, name):
@@ -67,10 +68,10 @@ def test_scaling_rows(rows, daemon):
     assert all(r["iops"] > 0 for r in got) and got[0]["x_1lun"] == 1.0
 
 
-def test_each_daemon_ran_twice(rows):
+def test_each_daemon_ran_once_per_pair(rows):
     for daemon in DAEMONS:
         got = [r for r in _section(rows, "vm") if r["path"] == daemon]
-        assert all(r["passes"] == 2 for r in got), got
+        assert all(r["passes"] == 1 for r in got), got
 
 
 def test_memory_per_lun(rows):

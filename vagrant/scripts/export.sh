@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Export a backstore over iSCSI with targetcli (one command per invocation). Usage:
+# Export a backstore over iSCSI with stock targetcli (all of it in one targetcli process:
+# each start costs 5-10 s under TCG). Usage:
 #   export.sh add --backstore TYPE/NAME [--arg K=V]... --target IQN --acl INITIATOR_IQN
 #                 [--portal 127.0.0.1] [--port 3260] [--cmdsn-depth 128]
 #   export.sh remove --backstore TYPE/NAME --target IQN
@@ -48,53 +49,57 @@ lun_of() {
   done
   return 1
 }
-# run a targetcli command and check its effect (targetcli can print an error and exit 0)
-tcli_checked() {
-  local check=$1; shift
-  local out rc=0
-  out=$(tcli "$@" 2>&1) || rc=$?
-  echo "$out"
-  if [ $rc -ne 0 ] || ! eval "$check"; then
-    echo "targetcli $*: failed (rc=$rc): $out" >&4
-    exit 2
-  fi
+# tcli_batch CMD...: one targetcli process runs the commands, one per line (its
+# interactive mode reading stdin; a failed command is logged and the next one runs)
+tcli_batch() {
+  [ $# -gt 0 ] || return 0
+  local rc=0
+  BATCH_OUT=$(printf '%s\n' "$@" | tcli 2>&1) || rc=$?
+  printf '%s\n' "$BATCH_OUT"
+  [ $rc -eq 0 ] || { echo "targetcli: failed (rc=$rc): $BATCH_OUT" >&4; exit 2; }
+}
+# expect WHAT CHECK: after the batch, CHECK must hold, else targetcli's output is the reason
+expect() {
+  eval "$2" && return 0
+  # (its prompts, "/> ", prefix the lines it printed; the banner says nothing)
+  echo "targetcli did not $1: $(sed -E 's#^(/[^ ]*> )+##' <<<"$BATCH_OUT" |
+    grep -vE '^(targetcli shell version|Copyright|For help|exit)|^\s*$')" >&4
+  exit 2
 }
 
 case $action in
   add)
     [ -n "$acl" ] || die "--acl is required"
-    if ! bs_dir >/dev/null; then
-      tcli_checked 'bs_dir >/dev/null' "/backstores/$type" create "name=$name" ${args[@]+"${args[@]}"}
-    fi
-    remember backstores "$type/$name"
-    if [ ! -d "$CONFIGFS_TARGET/iscsi/$target" ]; then
-      tcli_checked '[ -d "$tpg" ]' /iscsi create "$target"
-    fi
-    remember targets "$target"
-    if [ ! -d "$tpg/np/$portal:$port" ]; then
-      tcli_checked '[ -d "$tpg/np/$portal:$port" ]' "/iscsi/$target/tpg1/portals" create "$portal" "$port"
-    fi
-    # an ACL copies default_cmdsn_depth when it is created: set it first
-    echo "$depth" >"$tpg/attrib/default_cmdsn_depth"
-    if ! lun_of >/dev/null; then
-      tcli_checked 'lun_of >/dev/null' "/iscsi/$target/tpg1/luns" create "/backstores/$type/$name"
-    fi
-    if [ ! -d "$tpg/acls/$acl" ]; then
-      tcli_checked '[ -d "$tpg/acls/$acl" ]' "/iscsi/$target/tpg1/acls" create "$acl"
-    fi
+    cmds=()
+    bs_dir >/dev/null || cmds+=("/backstores/$type create name=$name ${args[*]+${args[*]}}")
+    [ -d "$CONFIGFS_TARGET/iscsi/$target" ] || cmds+=("/iscsi create $target")
+    [ -d "$tpg/np/$portal:$port" ] || cmds+=("/iscsi/$target/tpg1/portals create $portal $port")
+    # before the ACL: a new ACL takes the TPG's default queue depth
+    [ "$(cat "$tpg/attrib/default_cmdsn_depth" 2>/dev/null)" = "$depth" ] ||
+      cmds+=("/iscsi/$target/tpg1 set attribute default_cmdsn_depth=$depth")
+    lun_of >/dev/null || cmds+=("/iscsi/$target/tpg1/luns create /backstores/$type/$name")
+    [ -d "$tpg/acls/$acl" ] || cmds+=("/iscsi/$target/tpg1/acls create $acl")
+    tcli_batch ${cmds[@]+"${cmds[@]}"}
+    ! bs_dir >/dev/null || remember backstores "$type/$name"     # for teardown.sh
+    [ ! -d "$tpg" ] || remember targets "$target"
+    expect "create backstore $type/$name" 'bs_dir >/dev/null'
+    expect "create target $target" '[ -d "$tpg" ]'
+    expect "create portal $portal:$port" '[ -d "$tpg/np/$portal:$port" ]'
+    expect "set default_cmdsn_depth=$depth" '[ "$(cat "$tpg/attrib/default_cmdsn_depth")" = "$depth" ]'
+    expect "map $type/$name to a LUN" 'lun_of >/dev/null'
+    expect "create ACL $acl" '[ -d "$tpg/acls/$acl" ]'
     [ "$(cat "$tpg/enable")" = 1 ] || echo 1 >"$tpg/enable"
     lun=$(lun_of)
     ls -l "$tpg/acls/$acl"/ "$tpg/np"
     result "${lun#lun_}"
     ;;
   remove)
-    if lun=$(lun_of); then
-      # targetcli wants the LUN's number, not configfs' lun_N
-      tcli_checked '! lun_of >/dev/null' "/iscsi/$target/tpg1/luns" delete "${lun#lun_}"
-    fi
-    if bs_dir >/dev/null; then
-      tcli_checked '! bs_dir >/dev/null' "/backstores/$type" delete "$name"
-    fi
+    cmds=()
+    if lun=$(lun_of); then cmds+=("/iscsi/$target/tpg1/luns delete ${lun#lun_}"); fi
+    bs_dir >/dev/null && cmds+=("/backstores/$type delete $name")
+    tcli_batch ${cmds[@]+"${cmds[@]}"}
+    expect "delete the LUN of $type/$name" '! lun_of >/dev/null'
+    expect "delete backstore $type/$name" '! bs_dir >/dev/null'
     sed -i "\\|^$type/$name\$|d" "$LAB_STATE_DIR/backstores" 2>/dev/null || true
     result removed
     ;;

@@ -83,8 +83,9 @@ stop() {
 # remember LIST LINE: append LINE to $LAB_STATE_DIR/LIST once (for teardown)
 remember() { grep -qxF -- "$2" "$LAB_STATE_DIR/$1" 2>/dev/null || printf '%s\n' "$2" >>"$LAB_STATE_DIR/$1"; }
 
-# targetcli with a writable home; one command per invocation. targetcli may print an
-# error and still exit 0: callers check the configfs result themselves.
+# targetcli with a writable home: its arguments as one command, or commands on stdin,
+# one per line.  targetcli may print an error and still exit 0: callers check the
+# configfs result themselves.
 tcli() {
   export TARGETCLI_HOME=${TARGETCLI_HOME:-$HOME/.targetcli}
   mkdir -p "$TARGETCLI_HOME"

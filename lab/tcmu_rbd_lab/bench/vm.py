@@ -31,8 +31,10 @@ def bench_vm(results_dir: Path, *, set_name: str = "full", seconds: float = 10,
     jobs = len(SETS[set_name]) * (3 + len(daemons))      # fio rbd x2, rbd-nbd, daemons
     jobs += len(daemons) * luns.bit_length()              # scaling: 1, 2, 4... LUNs
     jobs += (2 + 2 * len(daemons)) * profile
-    # TCG: ~6 s of fio and Python start per job; ~10 min of boot, Ceph and exports
-    timeout = 600 + jobs * (seconds + ramp + 6) * 2
+    # TCG: ~6 s of fio and Python start per job; ~10 min of boot, Ceph, prefill and
+    # rbd-nbd; per daemon pass its start and stop, and per LUN an export, a login and
+    # a removal (~1 min each, 4 before the exports were batched: a timeout then)
+    timeout = 600 + len(daemons) * (60 + 90 * luns) + jobs * (seconds + ramp + 6) * 2
     env = {"BENCH_SET": set_name, "BENCH_SECONDS": seconds, "BENCH_RAMP": ramp,
            "BENCH_LUNS": luns, "BENCH_DAEMONS": " ".join(daemons), "BENCH_PROFILE": int(profile),
            "BENCH_CONFIG": config}

@@ -4,7 +4,10 @@
                                          record whose client holds the lock), or
                                          "none"
   ha_owner.py --service-map POOL/IMAGE GW [--all]
-                                         waits (30 s) until `ceph service status`
+                                         waits (60 s: a status reaches the mgr
+                                         with the next 5 s report, later on a
+                                         loaded TCG guest) until
+                                         `ceph service status`
                                          lists GW's daemon for the image with
                                          lock_owner true and every other one
                                          listed with false (--all: both gw1 and
@@ -54,7 +57,7 @@ def owner(spec: str) -> str:
 
 
 def service_map(spec: str, gw: str, everyone: bool) -> int:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     last = None
     while time.monotonic() < deadline:
         out = subprocess.run(["ceph", "service", "status", "-f", "json"], capture_output=True,
