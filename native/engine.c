@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -287,8 +288,14 @@ int engine_serve(const struct engine_backend *b, struct tr_ring *r, struct engin
         m = epoll_wait(s->epfd, pe, 4, s->timeout_ms);
         if (m < 0)
             return errno == EINTR ? 0 : -errno;   /* a signal: the handler looks */
-        if (m == 0)
+        if (m == 0) {           /* idle */
+            if (f->started != s->trimmed_at) {
+                s->trimmed_at = f->started;
+                s->trims++;
+                malloc_trim(0);
+            }
             return 0;
+        }
         for (i = 0; i < m; i++) {
             if (pe[i].data.fd == s->uio_fd) {
                 uint32_t cnt;

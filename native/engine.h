@@ -103,6 +103,9 @@ int engine_take_fast(const struct engine_backend *b, struct tr_ring *r, struct e
  * (the uio fd, rq_fd(b->q), an optional control fd) until there is
  * something for the handler: ring events in ev, completions in
  * tags/rets/extra, the control fd readable, a signal, or the timeout.
+ * A timeout after commands were started gives the allocator's free memory back
+ * to the kernel (malloc_trim): the buffers of a burst of large I/O otherwise stay
+ * resident in every idle LUN's worker.
  * Returns 0, or -EPROTO (a corrupt ring), or another -errno (the doorbell or
  * epoll failed). */
 struct engine_serve_state {
@@ -113,6 +116,8 @@ struct engine_serve_state {
     int events;             /* out */
     int completions;        /* out */
     int control;            /* out */
+    uint64_t trimmed_at;    /* f->started at the last trim */
+    uint64_t trims;         /* out: how many (statistics, tests) */
 };
 int engine_serve(const struct engine_backend *b, struct tr_ring *r, struct engine_fast *f,
                  struct tr_event *ev, int max_ev, uint64_t *tags, int64_t *rets,

@@ -310,5 +310,10 @@ class Pump:
             e._deliver(s.completions, self._backend.on_complete)
         return s.events, bool(s.control)
 
+    @property
+    def trims(self) -> int:
+        """Idle timeouts that gave free heap memory back (after commands started)."""
+        return self._s.trims
+
     def close(self) -> None:
         self._ep.close()

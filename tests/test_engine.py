@@ -254,6 +254,24 @@ def test_pump_serves_plain_commands_in_c_and_returns_the_rest(emu):
         eb.close()
 
 
+def test_pump_gives_memory_back_once_idle_after_commands(emu):
+    ring, ops = emu.ring(), CallbackOps()
+    eb, lim, _ = engine_for(ring, ops, scsi.Lun(num_blocks=1000))
+    uio_r, uio_w = os.pipe()
+    pump = eb.pump(ring, lim, None, uio_r, None, 0.02)
+    try:
+        assert pump() == (0, False) and pump.trims == 0      # idle, nothing served: no trim
+        emu.submit(rw16(0x88, 0, 1), data_in=BS)
+        # served in C, then the timeout: one trim; idle again with nothing new: none
+        assert pump() == (0, False) and lim.started == 1 and pump.trims == 1
+        assert pump() == (0, False) and pump.trims == 1
+    finally:
+        pump.close()
+        os.close(uio_r)
+        os.close(uio_w)
+        eb.close()
+
+
 class EngineMemoryBackend(MemoryBackend):
     """The memory backend as an engine-served one: plain READ/WRITE come in
     through the ops table (Python callbacks here), the rest as usual."""

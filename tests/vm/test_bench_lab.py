@@ -71,7 +71,8 @@ def test_scaling_rows(rows, daemon):
 def test_each_daemon_ran_once_per_pair(rows):
     for daemon in DAEMONS:
         got = [r for r in _section(rows, "vm") if r["path"] == daemon]
-        assert all(r["passes"] == 1 for r in got), got
+        # (report.merge_passes marks merged rows only: one pass has no "passes")
+        assert len(got) == len(QUICK) and all(r.get("passes", 1) == 1 for r in got), got
 
 
 def test_memory_per_lun(rows):
