@@ -10,7 +10,7 @@ test module boots ONE VM that runs a guest-side script doing many checks; each c
 appends a JSON record to <results>/results.jsonl (tests/vm/guest/lib.sh) and the
 host-side tests assert on those records::
 
-    run = run_guest_checks(GUEST / "smoke.sh", results_dir)   # module-scoped fixture
+    run = run_guest_checks(GUEST / "daemon.sh", results_dir)   # module-scoped fixture
     run.assert_ok("ramdisk_size")                               # one test per check
 
 Everything the guest logs (the lab scripts' logs, daemon logs, dmesg, Ceph logs,

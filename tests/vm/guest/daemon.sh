@@ -2,7 +2,7 @@
 # Guest side of tests/vm/test_daemon_lab.py: OUR daemon (tcmu-rbd, started as
 # "$PYTHON -m tcmu_rbd --foreground", its D-Bus policy from packaging/) serving
 # user:rbd backstores made by stock targetcli, exported over iSCSI on 127.0.0.1 with
-# an ACL, used through open-iscsi; one VM boot, same record format as guest/smoke.sh
+# an ACL, used through open-iscsi; one VM boot, the same records as every module
 # (guest/lib.sh). The checks, in order: identity (size, vendor, serial, VPD),
 # filesystem + fio verify, unmap/write same reach the image, resize, a second LUN
 # under I/O, kill -9 + restart under I/O, OSD stop/start under I/O, bad configs fail
@@ -83,7 +83,7 @@ check fs_ext4_roundtrip fs_roundtrip "$disk"
 # intact): GPT + ext4 partition 0-257M | fio 300M+16M | discard 512M+64M | write same
 # 768M+32M, 900M+1M | (after the resize to 2G) LUN-change I/O 1G+16M | kill -9 1280M+64M
 # | OSD 1536M+64M | blocklist 1650M+32M | SIGTERM 1792M+48M | dd 1900M, 1910M, 1920M, 1930M
-check fio_write_verify fio_verify "$disk" 16M --offset=300M
+check fio_write_verify fio_verify "$disk" 8M --offset=300M
 
 # --- 3. discard / write same reach the image --------------------------------------------
 rbd_used() { rbd du rbd/img0 --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)["images"][0]["used_size"])'; }

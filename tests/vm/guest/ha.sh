@@ -92,7 +92,7 @@ returns_as_non_owner() (
   echo 1 >"$CFS/iscsi/$T/tpgt_1/enable"
   "$LAB/initiator.sh" login --target "$T" --initiator-name "$INIT" --portal 127.0.0.1:3260 >/dev/null || true
   wait_until 60 "both paths back" both_paths_up
-  fio_verify back 15
+  fio_verify back 10
   multipath -ll
   expect_eq "$(owner_of)" gw2
   expect_eq "$(state_of "$bs1" gw1)$(state_of "$bs1" gw2)" 10
@@ -149,7 +149,7 @@ partition_stale_write() (
   echo 1 >"$CFS/iscsi/$T/tpgt_$t/enable"
   "$LAB/initiator.sh" login --target "$T" --initiator-name "$INIT" --portal "127.0.0.$t:3260" >/dev/null || true
   wait_until 60 "both paths back" both_paths_up
-  fio_verify after_partition 20
+  fio_verify after_partition 10
   expect_eq "$(owner_of)" "$other"    # the returning gateway did not steal it
 )
 check partition_old_owner_writes_refused partition_stale_write

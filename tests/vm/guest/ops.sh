@@ -74,7 +74,7 @@ step ns_create sh -c "rbd namespace create --pool rbd --namespace ns1 && rbd cre
 check ns_export sh -c "'$LAB/export.sh' add --backstore user:rbd/disk2 --arg size=256M --arg cfgstring=rbd/ns1/img2 --target '$TGT' --acl '$INITIATOR' | tee /dev/stderr | grep -qx 2"
 check ns_disk lun_disk 2
 nsdisk=$OUT; fact ns_dev "$nsdisk"
-check ns_fio_verify fio_verify "$nsdisk" 16M
+check ns_fio_verify fio_verify "$nsdisk" 8M
 ns_data_where_it_belongs() {  # written into rbd/ns1/img2, not into an image of the default namespace
   local used; used=$(rbd du rbd/ns1/img2 --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)["images"][0]["used_size"])')
   echo "rbd/ns1/img2 used: $used"; [ "$used" -gt 0 ] && ! rbd info rbd/img2 2>/dev/null
@@ -125,7 +125,16 @@ qos_iops_limited() { local m; m=$(qos_rate iops 4k 15); fact qos_iops_limited "$
 check qos_iops_within_10pct qos_iops_limited
 check qos_show_image_source sh -c "targetcli-rbd qos rbd/img0 | tee /dev/stderr | grep -qE '^ +iops +$QL IOPS +from the image'"
 check qos_lift_iops sh -c "targetcli-rbd qos rbd/img0 --iops 0 | tee /dev/stderr | grep -q 'rbd_qos_iops_limit=$QL -> 0'"
-qos_iops_restored() { local m; m=$(qos_rate iops 4k 8); fact qos_iops_lifted "$m"; [ "$m" -gt $(( 2 * QL )) ]; }
+# the lift reaches the open image on its next refresh (asynchronous): a second window
+# if the first one still overlapped the old limit (seen once: 181 IOPS with 140 lifted)
+qos_iops_restored() {
+  local m try
+  for try in 1 2; do
+    m=$(qos_rate iops 4k 8); fact "qos_iops_lifted_$try" "$m"
+    [ "$m" -gt $(( 2 * QL )) ] && return 0
+  done
+  return 1
+}
 check qos_iops_restored qos_iops_restored
 qos_unlimited_bps() {  # 64 KiB reads; the limit: a third of the rate, in whole MiB/s
   local u; u=$(qos_rate bw 64k 8); fact qos_bps_unlimited "$u"
@@ -380,13 +389,13 @@ metrics_served() {
 }
 check metrics_served metrics_served
 check metrics_loopback_only sh -c "ss -Hltn 'sport = :9289' | tee /dev/stderr | awk '{print \$4}' | grep -qx '127.0.0.1:9289' && [ \$(ss -Hltn 'sport = :9289' | wc -l) = 1 ]"
-metrics_fio() {  # randwrite|randread tolerance: 2048 ios of 16 KiB at 448 MiB
+metrics_fio() {  # randwrite|randread tolerance: 1024 ios of 16 KiB at 448 MiB
   local rw=$1 tol=$2 kind=${1#rand} ro=(); [ "$rw" = randread ] && ro=(--readonly)
   if grep -q "^$disk0 " /proc/mounts; then echo "$disk0 is mounted: its file system's I/O would count too"; false; fi
   udevadm settle --timeout=10 2>/dev/null || true   # nothing of a previous job still probing
   "${PROM[@]}" scrape "$METRICS_URL" "$W/m_$kind.0.json" >/dev/null
   fio --name=metrics --filename="$disk0" --direct=1 --ioengine=libaio --iodepth=1 --rw="$rw" \
-    --bs=16k --offset=448M --size=32M ${ro[@]+"${ro[@]}"} --output-format=json --output="$W/fio_$kind.json"
+    --bs=16k --offset=448M --size=16M ${ro[@]+"${ro[@]}"} --output-format=json --output="$W/fio_$kind.json"
   "${PROM[@]}" scrape "$METRICS_URL" "$W/m_$kind.1.json" >/dev/null
   "${PROM[@]}" compare "$W/m_$kind.0.json" "$W/m_$kind.1.json" "$W/fio_$kind.json" "$kind" "$tol"
 }
