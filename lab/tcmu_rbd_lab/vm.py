@@ -11,7 +11,7 @@ appends a JSON record to <results>/results.jsonl (tests/vm/guest/lib.sh) and the
 host-side tests assert on those records::
 
     run = run_guest_checks(GUEST / "daemon.sh", results_dir)   # module-scoped fixture
-    run.assert_ok("ramdisk_size")                               # one test per check
+    run.assert_ok("size")                                       # one test per check
 
 Everything the guest logs (the lab scripts' logs, daemon logs, dmesg, Ceph logs,
 iscsid) lands in <results>/logs; a failure raises/asserts with their tails.
