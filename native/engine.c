@@ -27,6 +27,9 @@ struct rq {
     pthread_mutex_t lock;
     uint32_t cap, rd, n;
     uint64_t lost;      /* completions that found the queue full and no memory to grow */
+    int signalled;      /* efd holds a count: written and read only under the lock, so
+                         * drain() reads it only then (a read is a system call per wake-up,
+                         * and most wake-ups are the ring's, not the queue's) */
     struct tr_ring *ring;   /* rq_attach: plain successes complete onto it in rq_push */
     uint64_t *tags;
     int64_t *rets;
@@ -117,6 +120,18 @@ void rq_attach(struct rq *q, struct tr_ring *r)
     pthread_mutex_unlock(&q->lock);
 }
 
+/* Make efd readable (once: the loop reads it once). */
+static void signal_locked(struct rq *q)
+{
+    uint64_t one = 1;
+    ssize_t w;
+
+    if (q->signalled)
+        return;
+    w = write(q->efd, &one, sizeof(one));
+    q->signalled = w == sizeof(one);
+}
+
 /* A plain op's success, straight onto the attached ring from the completing
  * thread (tcmu-runner's way: no queue, no wake-up of the loop thread, which
  * under TCG costs more than the command).  0: not done (no ring, or a late
@@ -129,18 +144,14 @@ static int push_direct(struct rq *q, uint64_t tag)
     pthread_mutex_lock(&q->lock);
     if (q->ring)
         done = tr_complete_good(q->ring, (uint16_t)(tag & 0xFFFF), (uint32_t)(tag >> 16));
+    if (done == 2)      /* the loop sleeps and only it can ring: wake it */
+        signal_locked(q);
     pthread_mutex_unlock(&q->lock);
-    if (done == 2) {    /* the loop sleeps and only it can ring: wake it */
-        uint64_t one = 1;
-        ssize_t w = write(q->efd, &one, sizeof(one));
-        (void)w;
-    }
     return done;
 }
 
 void rq_push(struct rq *q, uint64_t tag, int64_t ret, uint64_t extra)
 {
-    int was_empty;
     if ((tag & engine_fast_tag) && ret >= 0 && push_direct(q, tag))
         return;
     pthread_mutex_lock(&q->lock);
@@ -155,22 +166,21 @@ void rq_push(struct rq *q, uint64_t tag, int64_t ret, uint64_t extra)
         q->extra[i] = extra;
         q->n++;
     }
-    was_empty = q->n == 1;
+    signal_locked(q);
     pthread_mutex_unlock(&q->lock);
-    if (was_empty) {
-        uint64_t one = 1;
-        ssize_t w = write(q->efd, &one, sizeof(one));
-        (void)w;
-    }
 }
 
 static int drain(struct rq *q, struct tr_ring *r, uint64_t *tags, int64_t *rets, uint64_t *extra, int max)
 {
-    uint64_t v;
     int n = 0;
-    ssize_t rd = read(q->efd, &v, sizeof(v));   /* clear the event first */
-    (void)rd;
+
     pthread_mutex_lock(&q->lock);
+    if (q->signalled) {     /* clear the event first */
+        uint64_t v;
+        ssize_t rd = read(q->efd, &v, sizeof(v));
+        (void)rd;
+        q->signalled = 0;
+    }
     while (q->n && n < max) {
         uint64_t tag = q->tags[q->rd];
         int64_t ret = q->rets[q->rd];
@@ -188,12 +198,8 @@ static int drain(struct rq *q, struct tr_ring *r, uint64_t *tags, int64_t *rets,
         extra[n] = ext;
         n++;
     }
-    /* more left than the caller took: keep the fd readable */
-    if (q->n) {
-        uint64_t one = 1;
-        ssize_t w = write(q->efd, &one, sizeof(one));
-        (void)w;
-    }
+    if (q->n)               /* more left than the caller took: keep the fd readable */
+        signal_locked(q);
     pthread_mutex_unlock(&q->lock);
     return n;
 }

@@ -156,9 +156,15 @@ def test_the_queue_signals_its_fd_when_a_thread_pushes(emu):
     t.start()
     t.join()
     assert select.select([eb.fileno()], [], [], 1)[0] and lib.rq_pending(eb.queue) == 300
+    tags, rets, extra = (ffi.new(t + "[100]") for t in ("uint64_t", "int64_t", "uint64_t"))
+    assert lib.rq_drain(eb.queue, tags, rets, extra, 100) == 100 and list(tags) == list(range(100))
+    assert select.select([eb.fileno()], [], [], 0)[0]      # 200 left: still readable
     got = []
-    assert eb.poll(lambda *c: got.append(c[0])) == 300 and got == list(range(300))
+    assert eb.poll(lambda *c: got.append(c[0])) == 200 and got == list(range(100, 300))
     assert not select.select([eb.fileno()], [], [], 0)[0]
+    assert lib.rq_drain(eb.queue, tags, rets, extra, 100) == 0     # nothing: nothing to clear
+    lib.rq_push(eb.queue, 7, -1, 0)
+    assert select.select([eb.fileno()], [], [], 0)[0]      # signalled again after the drains
     eb.close()
 
 
