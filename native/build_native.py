@@ -12,8 +12,8 @@ from cffi import FFI
 HERE = os.path.dirname(os.path.abspath(__file__))
 # In dependency order (the cdef is their concatenation).  tcmu_abi.h is
 # internal to native/ (macros, static inline) and stays out of the cdef.
-HEADERS = ["iovec.h", "file_io.h", "metrics.h", "ring.h", "emulator.h", "scsi_fast.h", "engine.h", "rbd_aio.h", "cluster.h"]
-SOURCES = ["iovec.c", "file_io.c", "metrics.c", "ring.c", "emulator.c", "scsi_fast.c", "engine.c", "rbd_aio.c", "cluster.c"]
+HEADERS = ["iovec.h", "file_io.h", "metrics.h", "ring.h", "emulator.h", "scsi_fast.h", "engine.h", "engine_drive.h", "memory_dev.h", "rbd_aio.h", "cluster.h"]
+SOURCES = ["iovec.c", "file_io.c", "metrics.c", "ring.c", "emulator.c", "scsi_fast.c", "engine.c", "engine_drive.c", "memory_dev.c", "rbd_aio.c", "cluster.c"]
 
 # Kernel ABI constants, taken from the installed UAPI header at build time.
 CONSTANTS = """

@@ -3,6 +3,14 @@
 
 #include "iovec.h"
 
+uint64_t iov_total(const struct iovec *iov, uint32_t cnt)
+{
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < cnt; i++)
+        n += iov[i].iov_len;
+    return n;
+}
+
 uint64_t iov_from_buf(const struct iovec *iov, uint32_t cnt, uint64_t skip, const void *src, uint64_t len)
 {
     uint64_t done = 0;

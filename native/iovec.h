@@ -15,6 +15,8 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+/* The bytes the vectors hold. */
+uint64_t iov_total(const struct iovec *iov, uint32_t cnt);
 uint64_t iov_from_buf(const struct iovec *iov, uint32_t cnt, uint64_t skip, const void *src, uint64_t len);
 uint64_t iov_to_buf(const struct iovec *iov, uint32_t cnt, uint64_t skip, void *dst, uint64_t len);
 uint64_t iov_fill(const struct iovec *iov, uint32_t cnt, uint64_t skip, int c, uint64_t len);

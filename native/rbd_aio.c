@@ -165,14 +165,6 @@ static int past_end(struct rbd_dev *d, uint64_t off, uint64_t len)
     return off + len > rbd_dev_size(d);
 }
 
-static uint64_t iov_total(const struct iovec *iov, uint32_t cnt)
-{
-    uint64_t n = 0;
-    for (uint32_t i = 0; i < cnt; i++)
-        n += iov[i].iov_len;
-    return n;
-}
-
 void rbd_dev_set_wce(struct rbd_dev *d, int wce) { d->wce = wce; }
 
 /* A submission that librbd refused never calls back: undo and report. */

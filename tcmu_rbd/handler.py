@@ -116,6 +116,15 @@ class Handler:
             engine.attach(self.ring)
             self._taker = engine.taker(self.ring, self._limits)
 
+    def engine_parts(self):
+        """(struct engine_backend *, struct tr_ring *, struct engine_fast *) as the
+        engine would serve this LUN now, or None without an engine: for a loop
+        that drives the engine itself (the engine benchmark's engine_drive)."""
+        if self._engine is None:
+            return None
+        self._sync_limits()
+        return self._engine.c, self.ring._r, self._limits
+
     def _sync_limits(self) -> None:
         """What the engine may start: what the plain READ/WRITE rule says for
         the LUN as it is now; nothing while an abort is pending (the handler

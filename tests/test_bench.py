@@ -71,6 +71,8 @@ def test_procs_cpu_and_memory_of_a_real_process():
         assert 0.2 < used < 0.8         # a busy loop: about one CPU
         m = procs.memory_kb(child.pid)
         assert 0 < m["pss_kb"] <= m["rss_kb"] and 0 < m["private_kb"] <= m["rss_kb"]
+        kinds = m["private_by_kind"]
+        assert sum(kinds.values()) == m["private_kb"] and kinds["heap"] > 0 and kinds["file"] > 0
     finally:
         child.kill()
         child.wait()
@@ -152,7 +154,6 @@ def test_engine_bench_end_to_end(tmp_path, capsys):
     assert [r["workload"] for r in engine] == [w.label for w in QUICK]
     for r in engine:
         _complete(r)
-        assert r["handler_us_per_cmd"] <= r["cpu_us_per_cmd"]
     scaling = [r for r in rows if r["section"] == "native scaling"]
     assert [r["luns"] for r in scaling] == [1, 2] and scaling[0]["x_1lun"] == 1.0
     assert "randread 4K QD32" in out and "2 LUNs" in out

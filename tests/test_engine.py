@@ -279,8 +279,9 @@ def test_pump_gives_memory_back_once_idle_after_commands(emu):
 
 
 class EngineMemoryBackend(MemoryBackend):
-    """The memory backend as an engine-served one: plain READ/WRITE come in
-    through the ops table (Python callbacks here), the rest as usual."""
+    """The memory backend served through Python callbacks in the ops table
+    (tests that inject failures into the engine's ops: test_metrics.py);
+    MemoryBackend(engine=True) is the C one."""
 
     def __init__(self, size):
         super().__init__(size)
@@ -303,31 +304,52 @@ class EngineMemoryBackend(MemoryBackend):
         lib.rq_push(q, tag, lib.iov_to_buf(iov, cnt, 0, self._ptr + off, n), 0)
         return 0
 
-    def fileno(self):
-        return self._engine.fileno()
 
-    def engine_backend(self):
-        return self._engine
-
-    def poll(self):
-        return self._engine.poll(self.on_complete)
-
-
-def test_the_handler_over_an_engine_served_backend():
-    b = EngineMemoryBackend(8 << 20)
+def test_the_handler_over_the_engine_served_memory_backend():
+    """MemoryBackend(engine=True): plain READ/WRITE start in C (memory_dev.c)
+    on the same mapping and allocation map the Python side serves the rest
+    from."""
+    b = MemoryBackend(8 << 20, engine=True)
     with Rig(b) as rig:
+        started = lambda: int(rig.handler._limits.started)      # noqa: E731
         data = os.urandom(64 * BS)
         assert rig.write(0, data).status == scsi.GOOD
-        assert rig.read(0, 64).data == data and b.fast == 2
+        assert rig.read(0, 64).data == data and started() == 2
+        assert b._allocated(0, 8 << 20) == [(0, 65536)]          # marked by the C write
         r10 = struct.pack(">BBIBHB", 0x28, 0, 8, 0, 8, 0)
-        assert rig.run(r10, data_in=8 * BS).data == data[8 * BS:16 * BS] and b.fast == 3
+        assert rig.run(r10, data_in=8 * BS).data == data[8 * BS:16 * BS] and started() == 3
         # WRITE SAME, a read past the end: the SCSI core, in Python
         ws = bytes([0x93, 0]) + struct.pack(">QI", 100, 4) + bytes(2)
         assert rig.run(ws, data_out=b"\x5a" * BS).status == scsi.GOOD
-        assert rig.read(100, 4).data == b"\x5a" * 4 * BS and b.fast == 4
+        assert rig.read(100, 4).data == b"\x5a" * 4 * BS and started() == 4
         res = rig.read(rig.lun.num_blocks - 1, 2)
-        assert res.status == scsi.CHECK_CONDITION and b.fast == 4
-        assert int(rig.handler._limits.started) == 4 and not rig.emu.broken
+        assert res.status == scsi.CHECK_CONDITION and started() == 4
+        assert not rig.emu.broken
+
+
+def test_the_engine_memory_ops_refuse_what_they_cannot_do():
+    """A write to a read-only one, a range past the mapping: refused (no
+    completion follows), so the handler answers them."""
+    for ro, off, ok in ((True, 0, False), (False, 8 << 20, False), (False, (8 << 20) - BS, True)):
+        b = MemoryBackend(8 << 20, read_only=ro, engine=True)
+        eng = b.engine_backend()
+        buf = ffi.new("uint8_t[]", BS)
+        iov = ffi.new("struct iovec *", {"iov_base": buf, "iov_len": BS})
+        rc = eng.c.ops.writev(eng.c.dev, eng.queue, 1, iov, 1, off, 0)
+        assert (rc == 0) == ok and lib.rq_pending(eng.queue) == int(ok), (ro, off)
+        b.close()
+
+
+def test_engine_drive_runs_a_workload_through_the_engine_in_c():
+    from tcmu_rbd_lab.bench.native import _memory_rig, run_engine_workload
+    from tcmu_rbd_lab.bench.workloads import Workload
+    for w in (Workload("randwrite", 4096, 32), Workload("read", 65536, 8)):
+        with _memory_rig(w, 16 << 20) as rig:
+            r = run_engine_workload(rig, w, 0.2)
+            assert r["commands"] == int(rig.handler._limits.started) > 100
+            assert r["lat_p99_us"] >= 0 and not rig.emu.broken and rig.emu.inflight == 0
+    with Rig(MemoryBackend(1 << 20)) as rig, pytest.raises(ValueError, match="not served"):
+        run_engine_workload(rig, Workload("randread", 4096, 1), 0.1)
 
 
 def test_a_full_completion_queue_grows_and_keeps_the_order():

@@ -22,6 +22,7 @@ from tcmu_rbd import metrics, scsi
 from tcmu_rbd import settings as settings_mod
 from tcmu_rbd import supervisor as sv
 from tcmu_rbd._native import ffi, lib
+from tcmu_rbd.backends.memory import MemoryBackend
 from tcmu_rbd.lio import Roots, TcmuDevice, UioName
 from tcmu_rbd_lab.rig import Rig
 from test_engine import EngineMemoryBackend
@@ -191,7 +192,7 @@ def test_counters_agree_with_the_commands_sent(cmds):
 
 
 def test_gauges_follow_commands_in_flight(region):
-    with Rig(EngineMemoryBackend(4 << 20)) as rig:
+    with Rig(MemoryBackend(4 << 20, engine=True)) as rig:
         rig.ring.set_metrics(region)
         m = region.m
         ids = [rig.submit(cdb16(0x88, i * 8, 8), data_in=8 * BS) for i in range(5)]
@@ -207,7 +208,7 @@ def test_gauges_follow_commands_in_flight(region):
 def test_a_new_worker_continues_the_counters(region):
     """A worker restart: the next worker's ring records into the same region,
     counters only grow, the gauges start again from its ring."""
-    with Rig(EngineMemoryBackend(4 << 20)) as rig:
+    with Rig(MemoryBackend(4 << 20, engine=True)) as rig:
         rig.ring.set_metrics(region)
         for i in range(3):
             assert rig.write(i, bytes(BS)).status == scsi.GOOD
@@ -215,7 +216,7 @@ def test_a_new_worker_continues_the_counters(region):
         rig.handler.ring.take()     # dies with one in flight
         before = snapshot(region.m)
         assert region.m.in_flight == 1
-    with Rig(EngineMemoryBackend(4 << 20)) as rig:
+    with Rig(MemoryBackend(4 << 20, engine=True)) as rig:
         rig.ring.set_metrics(region)
         assert region.m.in_flight == 0 and region.m.data_in_use == 0
         assert snapshot(region.m) == before

@@ -1,6 +1,11 @@
 """A LUN in memory: the engine's ceiling in benchmarks, and a fast test double
 that behaves like a thin-provisioned disk (unwritten ranges read as zero and
-are reported deallocated)."""
+are reported deallocated).
+
+With ``engine=True`` the C engine starts plain READ/WRITE itself on the same
+mapping (native/memory_dev.c: a copy, completed at once), as it does on an rbd
+image: the benchmarks' engine ceiling.  Without it (tests that override
+read/write to inject faults) every command comes through Python."""
 
 from __future__ import annotations
 
@@ -9,10 +14,12 @@ import mmap
 
 from tcmu_rbd._native import ffi, lib
 from tcmu_rbd.backends.base import Backend
+from tcmu_rbd.ring import EngineBackend
 
 
 class MemoryBackend(Backend):
-    def __init__(self, size: int, granularity: int = 65536, read_only: bool = False):
+    def __init__(self, size: int, granularity: int = 65536, read_only: bool = False,
+                 engine: bool = False):
         super().__init__()
         if size <= 0 or size % 512:
             raise ValueError("memory backend size must be a positive multiple of 512, not %r" % size)
@@ -24,6 +31,21 @@ class MemoryBackend(Backend):
         self._map = mmap.mmap(-1, size)
         self._ptr = ffi.cast("uint8_t *", ffi.from_buffer(self._map))
         self._alloc = bytearray((size + granularity - 1) // granularity)
+        self._engine = None
+        if engine:
+            self._dev = ffi.new("struct mem_dev *", {
+                "base": self._ptr, "size": size, "alloc": ffi.from_buffer(self._alloc),
+                "granularity": granularity, "read_only": int(read_only)})
+            self._engine = EngineBackend(lib.mem_dev_engine_ops(), self._dev)
+
+    def fileno(self):
+        return None if self._engine is None else self._engine.fileno()
+
+    def poll(self) -> int:
+        return 0 if self._engine is None else self._engine.poll(self.on_complete)
+
+    def engine_backend(self):
+        return self._engine
 
     def populate(self) -> None:
         """Fault every page in now (benchmarks: first-touch faults are not I/O cost)."""
@@ -126,6 +148,9 @@ class MemoryBackend(Backend):
         return out
 
     def close(self):
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
         self._ptr = None
         try:
             self._map.close()

@@ -1,5 +1,6 @@
 """The native half of the benchmark (no kernel): the ring emulator plays LIO's side
-of a TCMU device in the same thread, driving the real engine and handler.
+of a TCMU device in the same thread as the real engine, both in one C loop
+(native/engine_drive.c: no Python per command).
 
 - engine:  emulator -> engine -> memory backend (the engine's ceiling);
 - rbd:     emulator -> engine -> rbd backend on a throwaway cluster, between two runs
@@ -7,16 +8,14 @@ of a TCMU device in the same thread, driving the real engine and handler.
 - scaling: 1, 2, 4 LUNs at once, one process each (as the daemon runs them), memory
            backend (the daemon's memory per LUN is measured in the VM).
 
-"cmds/s" is what one core does for both sides; `handler_us_per_cmd` is the CPU
-spent in the handler loop alone (what a gateway core spends per command in our
-process); `cpu_us_per_cmd` includes the emulated kernel side.
+"cmds/s" is what one core does for both sides; `cpu_us_per_cmd` is the process's
+CPU per command: the engine, the emulated kernel side and (rbd) librbd's threads.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import select
 import statistics
 import struct
 import subprocess
@@ -47,62 +46,41 @@ def _emulator(w: Workload):
     return Emulator(cmdr_size=8 << 20, data_blocks=(w.qd * w.bs) // 4096 + 64)
 
 
+LAT_BUCKETS = 1 << 20     # 1 us each: latencies up to ~1 s
+
+
 def run_engine_workload(rig, w: Workload, seconds: float) -> dict:
-    """Drive one workload through a Rig for `seconds`; returns figures."""
-    e = rig.emu._e
-    handler = rig.handler
-    lens = ffi.new("uint32_t[1]", [w.bs])
-    ids = ffi.new("uint16_t[]", 65536)
-    cdbs = _cdbs(w, rig.backend.size, 8192)
-    ncdb = len(cdbs)
-    t_submit = [0.0] * 65536
-    lat = []
-    fd = rig.backend.fileno()
-    qd = w.qd
-    inflight = done = i = errors = 0
-    handler_cpu = 0.0
-    clock = time.perf_counter
-    cpu = time.thread_time
-    t0, c0 = clock(), time.process_time()
-    end = t0 + seconds
-    while True:
-        now = clock()
-        if now >= end and inflight == 0:
+    """Drive one workload through a Rig's engine for `seconds` (engine_drive: the
+    emulated kernel and the engine in one C loop); returns figures.  The Rig's
+    backend must be engine-served (MemoryBackend(engine=True), RbdBackend)."""
+    parts = rig.handler.engine_parts()
+    if parts is None:
+        raise ValueError("%s is not served by the engine" % rig.backend.name)
+    cdbs = b"".join(_cdbs(w, rig.backend.size, 8192))
+    hist = ffi.new("uint64_t[]", LAT_BUCKETS)
+    st = ffi.new("struct drive_stats *", {"lat_us": hist, "lat_buckets": LAT_BUCKETS})
+    t0, c0 = time.perf_counter(), time.process_time()
+    rc = lib.engine_drive(rig.emu._e, *parts, cdbs, len(cdbs) // 16, w.bs, w.qd, seconds, st)
+    wall, cpu_total = time.perf_counter() - t0, time.process_time() - c0
+    done = st.done
+    if rc < 0:
+        raise RuntimeError("%s: the engine loop stopped: %s (%d done, %d failed, %d not "
+                           "started by the engine)" % (w.label, os.strerror(-rc), done,
+                                                       st.errors, st.not_fast))
+    if st.errors:
+        raise RuntimeError("%s: %d of %d commands did not complete GOOD" % (w.label, st.errors, done))
+    p99, seen = 0, 0
+    for us in range(LAT_BUCKETS):       # the first bucket at or past 99 % of the commands
+        seen += hist[us]
+        if seen * 100 >= done * 99:
+            p99 = us + 1          # its upper edge
             break
-        while inflight < qd and now < end:
-            cid = lib.emu_submit(e, cdbs[i % ncdb], 16, lens, 1, 0)
-            if cid < 0:
-                break
-            t_submit[cid] = now
-            i += 1
-            inflight += 1
-        h0 = cpu()
-        handler.process()
-        handler_cpu += cpu() - h0
-        n = lib.emu_take_done(e, ids, 65536)
-        if n:
-            now = clock()
-            for k in range(n):
-                cid = ids[k]
-                if e.cmds[cid].status:       # only GOOD completions count
-                    errors += 1
-                lat.append(now - t_submit[cid])
-            inflight -= n
-            done += n
-        elif fd is not None:
-            select.select([fd], [], [], 0.001)
-    wall = clock() - t0
-    cpu_total = time.process_time() - c0
-    if errors:
-        raise RuntimeError("%s: %d of %d commands did not complete GOOD" % (w.label, errors, done))
-    lat.sort()
     return {
         "iops": done / wall,
         "mbps": done * w.bs / wall / 1e6,
-        "lat_mean_us": statistics.fmean(lat) * 1e6 if lat else 0,
-        "lat_p99_us": lat[int(len(lat) * 0.99)] * 1e6 if lat else 0,
+        "lat_mean_us": st.lat_ns_sum / done / 1e3 if done else 0,
+        "lat_p99_us": p99,
         "cpu_us_per_cmd": cpu_total / done * 1e6 if done else 0,
-        "handler_us_per_cmd": handler_cpu / done * 1e6 if done else 0,
         "commands": done,
     }
 
@@ -110,7 +88,7 @@ def run_engine_workload(rig, w: Workload, seconds: float) -> dict:
 def _memory_rig(w: Workload, size: int):
     from tcmu_rbd.backends.memory import MemoryBackend
     from tcmu_rbd_lab.rig import Rig
-    backend = MemoryBackend(size)
+    backend = MemoryBackend(size, engine=True)
     backend.populate()       # first-touch page faults are not the engine's cost
     # with the counters the daemon's workers keep (tcmu_rbd/metrics.py)
     return Rig(backend, emulator=_emulator(w), max_xfer_blocks=MAX_XFER, metrics=True)

@@ -36,13 +36,26 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / _TICK
 
 
+def _kind(parts: list[str]) -> str:
+    """What a mapping of smaps is: heap, stack, anon (threads' stacks and arenas,
+    Python's object arenas), file (libraries' pages, their copied data)."""
+    name = parts[5] if len(parts) >= 6 else ""
+    if name == "[heap]":
+        return "heap"
+    if name.startswith("[stack"):
+        return "stack"
+    return "file" if name.startswith("/") else "anon"
+
+
 def memory_kb(pid: int) -> dict:
     """Resident (Rss), proportional (Pss: shared pages split among their users) and
     private memory of one process, in KiB, without its mappings of /dev/uioN: those
     are the kernel's TCMU ring and data area (up to max_data_area_mb per LUN), which
-    every TCMU daemon maps alike; they are reported apart as ring_kb (Rss)."""
-    out = {"rss_kb": 0, "pss_kb": 0, "private_kb": 0, "ring_kb": 0}
-    ring = False
+    every TCMU daemon maps alike; they are reported apart as ring_kb (Rss).
+    private_by_kind splits the private memory by kind of mapping (_kind)."""
+    out = {"rss_kb": 0, "pss_kb": 0, "private_kb": 0, "ring_kb": 0,
+           "private_by_kind": {"heap": 0, "anon": 0, "stack": 0, "file": 0}}
+    ring, kind = False, "anon"
     try:
         with open("/proc/%d/smaps" % pid) as f:
             for line in f:
@@ -50,6 +63,7 @@ def memory_kb(pid: int) -> dict:
                 if " " in key:                      # a mapping's header line
                     parts = line.split()
                     ring = len(parts) >= 6 and parts[5].startswith("/dev/uio")
+                    kind = _kind(parts)
                     continue
                 if key not in ("Rss", "Pss", "Private_Clean", "Private_Dirty"):
                     continue
@@ -63,6 +77,7 @@ def memory_kb(pid: int) -> dict:
                     out["pss_kb"] += kb
                 else:
                     out["private_kb"] += kb
+                    out["private_by_kind"][kind] += kb
     except OSError:
         pass
     return out

@@ -20,7 +20,7 @@ def _is_baseline(row: dict) -> bool:
 
 
 _KEY = ("section", "path", "workload", "luns")
-_MEAN = ("iops", "mbps", "lat_mean_us", "lat_p99_us", "cpu_us_per_cmd", "handler_us_per_cmd",
+_MEAN = ("iops", "mbps", "lat_mean_us", "lat_p99_us", "cpu_us_per_cmd",
          "commands", "rss_kb", "pss_kb", "private_kb", "ring_kb")
 
 
