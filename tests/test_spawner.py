@@ -111,3 +111,21 @@ def test_a_worker_the_spawner_cannot_set_up_turns_the_supervisor_to_exec():
     assert ok["forked"] and failed["forked"] and failed["events"] == [["exit", 127]]
     assert any("workers start with exec from now on" in m for m in got["log"])
     assert not execd["forked"] and execd["events"] == ok["events"]     # served as before
+
+
+def test_what_a_worker_runs_after_the_fork_is_imported_before_it():
+    """The spawner imports tcmu_rbd.worker, then forks: a module the worker first
+    imports while opening its image is private to it (~2 MB for these)."""
+    code = textwrap.dedent("""
+        import sys
+        import tcmu_rbd.worker as w
+        before = set(sys.modules)
+        try:
+            w.open_backend("rbd/pool/img;conf=/nonexistent/ceph.conf")
+        except Exception as e:
+            print(type(e).__name__)
+        print(sorted(m for m in set(sys.modules) - before if m.startswith("tcmu_rbd")))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.splitlines()
+    assert out[0] == "ConfigError" and out[1] == "[]", out

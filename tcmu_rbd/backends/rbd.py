@@ -33,6 +33,7 @@ import os
 
 from tcmu_rbd._native import ffi, lib
 from tcmu_rbd.backends.base import Backend
+from tcmu_rbd.qos import librbd_conf
 from tcmu_rbd.ring import EngineBackend
 
 RBD_FEATURE_EXCLUSIVE_LOCK = 1 << 2
@@ -228,7 +229,6 @@ def open_from_config(cfg, default_osd_op_timeout: float = 30) -> RbdBackend:
     """Open the image an RbdConfig (tcmu_rbd.config) names; its qos_* options go
     to librbd on this LUN's own client (the image's and pool's settings, which
     librbd applies over them, are in the image and pool: tcmu_rbd.qos)."""
-    from tcmu_rbd.qos import librbd_conf
     return RbdBackend(cfg.pool, cfg.image, namespace=cfg.namespace, snapshot=cfg.snapshot,
                       conf=cfg.conf, client_id=cfg.client_id, keyring=cfg.keyring,
                       osd_op_timeout=cfg.osd_op_timeout or default_osd_op_timeout,
