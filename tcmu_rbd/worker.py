@@ -132,6 +132,36 @@ class SupervisorGone(RuntimeError):
     pass
 
 
+#: glibc malloc arenas a worker may use.  glibc gives each new thread an arena of its
+#: own, up to 8 per core, and librados starts ~15 threads: memory they free stays in
+#: their arenas, which malloc_trim cannot give back while any chunk there is in use.
+#: Measured in the VM after 4K and 64K I/O on 2 LUNs: 19 MB private per worker with
+#: glibc's default, 9.3 MB with one arena.  Threads keep their own small-block cache
+#: (tcache), so sharing the one arena costs little.  $MALLOC_ARENA_MAX overrides.
+MALLOC_ARENAS = 1
+M_ARENA_MAX = -8        # mallopt(3)
+
+
+def limit_malloc_arenas(environ=os.environ) -> int:
+    """Set this process's malloc arena limit before its threads start; returns it
+    (0: not glibc).  Called by the worker itself, so that a worker forked from the
+    spawner (whose malloc read its environment long ago) and an exec'd one agree."""
+    want = environ.get("MALLOC_ARENA_MAX", "")
+    try:
+        n = int(want) if want else MALLOC_ARENAS
+    except ValueError:
+        log.warning("MALLOC_ARENA_MAX=%r is not a number: using %d", want, MALLOC_ARENAS)
+        n = MALLOC_ARENAS
+    if n <= 0:
+        log.warning("MALLOC_ARENA_MAX=%r is not a positive number: using %d", want, MALLOC_ARENAS)
+        n = MALLOC_ARENAS
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return 0
+    return n if mallopt(M_ARENA_MAX, n) == 1 else 0
+
+
 def open_backend(dev_config: str, default_osd_op_timeout: float = 30):
     """Parse and open the image a dev_config names; errors carry the
     operator's message."""
@@ -395,6 +425,7 @@ def main(argv=None) -> int:
     ap.add_argument("--log-level", default=os.environ.get(ENV_LOG_LEVEL, "info"))
     args = ap.parse_args(argv)
     configure_worker_logging(args.log_level)
+    limit_malloc_arenas()                  # before any thread (librados' included)
     ctl = socket.socket(fileno=args.ctl_fd) if args.ctl_fd is not None else None
     try:
         supervisor_pid = follow_supervisor()

@@ -255,3 +255,18 @@ def test_cpu_is_split_by_thread_group():
                                     "msgr-worker-0")
     used = {k: b[k] - a[k] for k in a}
     assert used["msgr"] > 0.5 and used["librbd"] == 0 and used["loop"] < 0.3, used
+
+
+def test_many_luns_table():
+    row = {"section": "many", "path": "tcmu-rbd", "luns": 64, "processes": 66,
+           "export_s": 181.25, "read_all_s": 4.5, "idle_cpu_pct": 3.25, "rss_kb": 900 << 10,
+           "pss_kb": 640 << 10, "private_kb": 500 << 10, "ring_kb": 0, "pss_mb_per_lun": 10.0}
+    lines = report.table(report.annotate([row])).splitlines()
+    assert lines[0].startswith("== many LUNs on one gateway")
+    assert lines[2].split() == ["tcmu-rbd", "64", "66", "181.2", "4.5", "640.0", "10.0", "3.2%"]
+
+
+def test_many_luns_helper_refuses_an_incomplete_up():
+    from tcmu_rbd_lab.bench import many
+    with pytest.raises(SystemExit):
+        many.main(["up", "--luns", "2", "--target", "iqn.2003-01.x:y"])

@@ -246,3 +246,54 @@ def test_identity_refresh_is_bounded_when_configfs_sleeps():
     assert lun["serial"] == "new"
     bounded(lun)                       # quick this time: waited for, not skipped
     assert len(calls) == 2
+
+
+# threads that malloc at once, then the number of arenas glibc made (malloc_info's heaps)
+ARENAS = textwrap.dedent(
+    r'''
+    import ctypes, os, sys, tempfile, threading
+    from tcmu_rbd import worker
+    env = dict(a.split("=", 1) for a in sys.argv[1:])
+    if env.get("call") == "1":
+        print(worker.limit_malloc_arenas({k: v for k, v in env.items() if k != "call"}))
+    else:
+        print("-")
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    go = threading.Barrier(6)
+    def churn():
+        go.wait()
+        for _ in range(2000):      # ctypes calls drop the GIL: the threads malloc at once
+            libc.free(libc.malloc(200))
+        go.wait()
+    ts = [threading.Thread(target=churn) for _ in range(5)]
+    for t in ts: t.start()
+    go.wait(); go.wait()
+    with tempfile.TemporaryFile("w+") as f:
+        libc.fdopen.restype = ctypes.c_void_p
+        fp = libc.fdopen(os.dup(f.fileno()), b"w")
+        libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+        libc.fclose.argtypes = [ctypes.c_void_p]
+        libc.malloc_info(0, fp); libc.fclose(fp)
+        f.seek(0)
+        print(f.read().count("<heap nr="))
+    for t in ts: t.join()
+    ''')
+
+
+def _arenas(*args):
+    out = subprocess.run([sys.executable, "-c", ARENAS, *args], capture_output=True, text=True,
+                         check=True, cwd=ROOT, env=dict(os.environ, MALLOC_ARENA_MAX=""))
+    set_to, heaps = out.stdout.split()
+    return set_to, int(heaps)
+
+
+def test_a_worker_keeps_its_threads_to_one_malloc_arena():
+    # glibc alone: a new thread gets an arena of its own
+    assert _arenas()[1] >= 3
+    assert _arenas("call=1") == ("1", 1)
+    # the operator's $MALLOC_ARENA_MAX wins; a bad one is refused for the default
+    assert _arenas("call=1", "MALLOC_ARENA_MAX=2") == ("2", 2)
+    assert _arenas("call=1", "MALLOC_ARENA_MAX=lots") == ("1", 1)
+    assert _arenas("call=1", "MALLOC_ARENA_MAX=0") == ("1", 1)

@@ -45,6 +45,9 @@ def main(argv=None) -> int:
                     help="vm: the backstores' settings: targetcli-rbd's (hw_max_sectors 2048, "
                          "64 MiB data area), ceph-iscsi's (1024, 8 MiB), or targetcli's defaults")
     ap.add_argument("--luns", type=int, default=4, help="scaling: up to this many LUNs (1, 2, 4...)")
+    ap.add_argument("--many", type=int, default=0,
+                    help="vm: after the passes, this many LUNs on one gateway, once per daemon "
+                         "(start time, memory, idle CPU, a read from each), e.g. 64")
     ap.add_argument("--out", default=str(REPO / "results" / "bench"),
                     help="directory for bench.json, bench.png (and the VM's logs)")
     ap.add_argument("--profile", action="store_true",
@@ -69,7 +72,7 @@ def main(argv=None) -> int:
         from tcmu_rbd_lab.bench.vm import alternation, bench_vm, profiles
         rows += bench_vm(out / "vm", set_name=a.set, seconds=secs("vm"), ramp=a.ramp,
                          luns=a.luns, daemons=alternation(a.pairs), profile=a.profile,
-                         config=a.config)
+                         config=a.config, many=a.many)
         profiled = profiles(out / "vm")
     rows = report.annotate(rows)
     text = report.table(rows) + ("\n" + profiled if profiled else "")

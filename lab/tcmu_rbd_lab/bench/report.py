@@ -153,23 +153,39 @@ def table(rows: list[dict]) -> str:
                     v = "%d LUN%s: %s" % (r["luns"], "s" if r["luns"] > 1 else "", v.replace(" per LUN", " each"))
                 cells.append(_cell("" if v is None else fmt % v, width, i < 2))
             out.append("  ".join(cells).rstrip())
-    mem = [r for r in rows if r["section"] == "memory"]
-    if mem:
-        out.append("== memory of the server processes (PSS: shared pages split among the "
-                   "processes that map them; ring: the kernel's TCMU data area they map)")
-        out.append("%-22s  %4s  %5s  %8s  %8s  %9s  %9s  %8s" % (
-            "path", "LUNs", "procs", "RSS MB", "PSS MB", "PSS/LUN", "added/LUN", "ring MB"))
-        for r in mem:
-            added = r.get("added_mb_per_lun")
-            out.append("%-22s  %4d  %5d  %8.1f  %8.1f  %9.1f  %9s  %8.1f" % (
-                r["path"], r["luns"], r["processes"], r["rss_kb"] / 1024, r["pss_kb"] / 1024,
-                r["pss_mb_per_lun"], "%.1f" % added if added is not None else "",
-                r.get("ring_kb", 0) / 1024))
+    _plain(out, "memory of the server processes (PSS: shared pages split among the processes "
+           "that map them; ring: the kernel's TCMU data area they map)",
+           (("LUNs", 4), ("procs", 5), ("RSS MB", 8), ("PSS MB", 8), ("PSS/LUN", 9),
+            ("added/LUN", 9), ("ring MB", 8)),
+           [(r["path"], "%d" % r["luns"], "%d" % r["processes"], "%.1f" % (r["rss_kb"] / 1024),
+             "%.1f" % (r["pss_kb"] / 1024), "%.1f" % r["pss_mb_per_lun"],
+             "%.1f" % r["added_mb_per_lun"] if r.get("added_mb_per_lun") is not None else "",
+             "%.1f" % (r.get("ring_kb", 0) / 1024))
+            for r in rows if r["section"] == "memory"])
+    _plain(out, "many LUNs on one gateway (created 8 at a time through rtslib, then a 4 KiB "
+           "read from each; idle: no I/O for 10 s; PSS without the rings)",
+           (("LUNs", 4), ("procs", 5), ("start s", 9), ("read all", 9), ("PSS MB", 8),
+            ("PSS/LUN", 8), ("idle CPU", 8)),
+           [(r["path"], "%d" % r["luns"], "%d" % r["processes"], "%.1f" % r["export_s"],
+             "%.1f" % r["read_all_s"], "%.1f" % (r["pss_kb"] / 1024),
+             "%.1f" % r["pss_mb_per_lun"], "%.1f%%" % r["idle_cpu_pct"])
+            for r in rows if r["section"] == "many"])
     for r in rows:
         if r["section"] == "settings":
             out.append("settings %-12s %s" % (r["path"] + ":", " ".join(
                 "%s=%s" % (k, v) for k, v in r.items() if k not in ("section", "path"))))
     return "\n".join(out)
+
+
+def _plain(out: list[str], title: str, heads, rows) -> None:
+    """A titled table (nothing when there are no rows): a path column, then the
+    (name, width) columns of heads, right-aligned; rows: their cells, formatted."""
+    if not rows:
+        return
+    out.append("== " + title)
+    for cells in [("path",) + tuple(h for h, _ in heads)] + rows:
+        out.append("  ".join(["%-22s" % cells[0]] + ["%*s" % (w, c) for (_, w), c in
+                                                      zip(heads, cells[1:])]).rstrip())
 
 
 def write_json(rows: list[dict], path: str, meta: dict) -> None:

@@ -25,9 +25,9 @@ DAEMONS = alternation()
 
 def bench_vm(results_dir: Path, *, set_name: str = "full", seconds: float = 10,
              ramp: float = 2, luns: int = 4, daemons=DAEMONS, profile: bool = False,
-             config: str = "project") -> list[dict]:
+             config: str = "project", many: int = 0) -> list[dict]:
     """config: the backstores' settings (vm_guest.sh BENCH_CONFIG): project, ceph-iscsi
-    or stock."""
+    or stock; many: that many LUNs on one gateway, once per daemon (bench/many.py)."""
     jobs = len(SETS[set_name]) * (3 + len(daemons))      # fio rbd x2, rbd-nbd, daemons
     jobs += len(daemons) * luns.bit_length()              # scaling: 1, 2, 4... LUNs
     jobs += (2 + 2 * len(daemons)) * profile
@@ -35,9 +35,10 @@ def bench_vm(results_dir: Path, *, set_name: str = "full", seconds: float = 10,
     # rbd-nbd; per daemon pass its start and stop, and per LUN an export, a login and
     # a removal (~1 min each, 4 before the exports were batched: a timeout then)
     timeout = 600 + len(daemons) * (60 + 90 * luns) + jobs * (seconds + ramp + 6) * 2
+    timeout += len(set(daemons)) * (120 + 15 * many) if many else 0    # ~25 s a LUN, 8 at once
     env = {"BENCH_SET": set_name, "BENCH_SECONDS": seconds, "BENCH_RAMP": ramp,
            "BENCH_LUNS": luns, "BENCH_DAEMONS": " ".join(daemons), "BENCH_PROFILE": int(profile),
-           "BENCH_CONFIG": config}
+           "BENCH_CONFIG": config, "BENCH_MANY": many}
     res = run_in_vm(GUEST, results_dir, env=env, timeout=timeout, memory="8G", check=False)
     out = Path(results_dir) / "bench.jsonl"
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []

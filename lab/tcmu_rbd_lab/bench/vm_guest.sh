@@ -12,14 +12,15 @@
 # memory with 1 and with 4 LUNs.
 # Knobs (environment): BENCH_SET full|quick, BENCH_SECONDS, BENCH_RAMP, BENCH_LUNS
 # (the most LUNs at once), BENCH_DAEMONS, BENCH_PROFILE=1 (perf of the whole VM during
-# the scaling job on each path: profile-<path>.txt).
+# the scaling job on each path: profile-<path>.txt), BENCH_MANY=N (after the passes,
+# N LUNs on one gateway, once per daemon: bench/many.py).
 set -euo pipefail
 : "${TCMU_RBD_RESULTS:?run me through tcmu_rbd_lab.vm}"
 LAB=${LAB_SCRIPTS:?}
 REPO=${TCMU_RBD_REPO:?}
 OUTF=$TCMU_RBD_RESULTS/bench.jsonl
 SET=${BENCH_SET:-full} SECS=${BENCH_SECONDS:-10} RAMP=${BENCH_RAMP:-2}
-LUNS=${BENCH_LUNS:-4} PROFILE=${BENCH_PROFILE:-0}
+LUNS=${BENCH_LUNS:-4} PROFILE=${BENCH_PROFILE:-0} MANY=${BENCH_MANY:-0}
 # A B A B A B: the OSD's speed drifts; the host pairs the passes next to each other
 DAEMONS=${BENCH_DAEMONS:-tcmu-rbd tcmu-runner tcmu-rbd tcmu-runner tcmu-rbd tcmu-runner}
 INIT=iqn.2024-01.org.tcmu-rbd.lab:bench
@@ -98,13 +99,16 @@ settings() {  # settings PATH DISK
     "scheduler=$(sed 's/.*\[\(.*\)\].*/\1/' "/sys/block/$dev/queue/scheduler")" >/dev/null
 }
 
+pattern_of() {  # the command-line pattern of a daemon's processes
+  case $1 in
+    tcmu-rbd) echo "-m tcmu_rbd" ;;              # the daemon and its per-LUN workers
+    tcmu-runner) echo "tcmu-runner --tcmu-log-dir" ;;
+    *) echo "unknown daemon $1" >&2; exit 2 ;;
+  esac
+}
 serve() {  # serve DAEMON: the iSCSI paths, scaling and memory for one TCMU daemon
   local d=$1 pattern disks=() n i
-  case $d in
-    tcmu-rbd) pattern="-m tcmu_rbd" ;;            # the daemon and its per-LUN workers
-    tcmu-runner) pattern="tcmu-runner --tcmu-log-dir" ;;
-    *) echo "unknown daemon $d"; exit 2 ;;
-  esac
+  pattern=$(pattern_of "$d")
   log "$d"
   "$LAB/tcmu-daemon.sh" start --daemon "$d" >/dev/null
   disks+=("$(export_lun 0)")
@@ -126,6 +130,23 @@ serve() {  # serve DAEMON: the iSCSI paths, scaling and memory for one TCMU daem
   "$LAB/tcmu-daemon.sh" stop --daemon "$d" >/dev/null
 }
 for d in $DAEMONS; do serve "$d"; done
+
+many() {  # many DAEMON: $MANY LUNs on one gateway (bench/many.py); a failure is logged, not fatal
+  local d=$1 pattern opt=()
+  pattern=$(pattern_of "$d")
+  [ -n "$HW_MAX_SECTORS" ] && opt+=(--hw-max-sectors "$HW_MAX_SECTORS")
+  [ -n "$DATA_AREA_MB" ] && opt+=(--control "max_data_area_mb=$DATA_AREA_MB")
+  log "$d: $MANY LUNs on one gateway"
+  "$LAB/tcmu-daemon.sh" start --daemon "$d" >/dev/null
+  "$PYTHON" -m tcmu_rbd_lab.bench.many up --path "$d" --out "$OUTF" --luns "$MANY" \
+    --pattern "$pattern" --target "$TGT-many" --initiator "$INIT" ${opt[@]+"${opt[@]}"} \
+    || log "$d: $MANY LUNs: FAILED"
+  "$PYTHON" -m tcmu_rbd_lab.bench.many down --luns "$MANY" --target "$TGT-many" || true
+  "$LAB/tcmu-daemon.sh" stop --daemon "$d" >/dev/null
+}
+if [ "$MANY" -gt 0 ]; then
+  for d in $(printf "%s\n" $DAEMONS | awk '!seen[$0]++'); do many "$d"; done
+fi
 
 log "rbd-nbd"
 modprobe nbd nbds_max=4
