@@ -10,6 +10,7 @@ import struct
 import threading
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from tcmu_rbd import scsi
 from tcmu_rbd._native import ffi, lib
@@ -367,3 +368,26 @@ def test_a_full_completion_queue_grows_and_keeps_the_order():
         assert [rets[k] for k in range(1, n)] == [-i for i in range(3, 40)]
     finally:
         lib.rq_destroy(q)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([512, 4096, 65536, 3 * 4096]), st.data())
+def test_a_c_write_marks_the_granules_as_a_python_one_does(granularity, data):
+    """The allocation rule is written twice (memory.py's _mark, memory_dev.c's
+    mem_writev): a write allocates every granule it touches.  Same writes, same map."""
+    size = 16 * granularity + 4096
+    c, py = (MemoryBackend(size, granularity=granularity, engine=e) for e in (True, False))
+    eng = c.engine_backend()
+    done = []
+    py.on_complete = lambda tag, ret, extra: done.append(ret)
+    for _ in range(data.draw(st.integers(1, 4))):
+        off = data.draw(st.integers(0, size))
+        n = data.draw(st.integers(0, size - off))
+        buf = ffi.new("uint8_t[]", max(n, 1))
+        iov = ffi.new("struct iovec *", {"iov_base": buf, "iov_len": n})
+        assert eng.c.ops.writev(eng.c.dev, eng.queue, 1, iov, 1, off, 0) == 0
+        py.write(1, iov, 1, off, n)
+        assert done.pop() == n
+    assert bytes(c._alloc) == bytes(py._alloc)
+    c.close()
+    py.close()

@@ -57,6 +57,8 @@ class MemoryBackend(Backend):
 
     def _mark(self, offset, length, value):
         g = self.granularity
+        if not length:       # nothing written: nothing allocated (as memory_dev.c)
+            return
         if value:
             a, b = offset // g, (offset + length + g - 1) // g
         else:  # only whole granules become deallocated

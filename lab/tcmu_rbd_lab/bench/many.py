@@ -85,8 +85,9 @@ def up(a) -> None:
     _export(a.luns, a.target, a.initiator, a.hw_max_sectors, a.control)
     export_s = time.monotonic() - t0
     lab = os.environ["LAB_SCRIPTS"]
+    # the SCSI scan of many LUNs under TCG outlasts initiator.sh's 90 s default
     subprocess.run([lab + "/initiator.sh", "login", "--target", a.target, "--initiator-name",
-                    a.initiator], check=True, stdout=subprocess.DEVNULL)
+                    a.initiator, "--wait", "600"], check=True, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while len(_session_disks(a.target)) < a.luns and time.monotonic() < deadline:
         time.sleep(1)
