@@ -150,8 +150,7 @@ def limit_malloc_arenas(environ=os.environ) -> int:
     try:
         n = int(want) if want else MALLOC_ARENAS
     except ValueError:
-        log.warning("MALLOC_ARENA_MAX=%r is not a number: using %d", want, MALLOC_ARENAS)
-        n = MALLOC_ARENAS
+        n = 0
     if n <= 0:
         log.warning("MALLOC_ARENA_MAX=%r is not a positive number: using %d", want, MALLOC_ARENAS)
         n = MALLOC_ARENAS
