@@ -34,10 +34,19 @@ def gateway_groups(groups) -> list:
     return [g for g in groups if g.name != DEFAULT_GROUP]
 
 
-def local_group(groups):
-    """This gateway's group: the one with a member in an enabled TPG."""
-    for g in gateway_groups(groups):
+def local_group(groups, known: str | None = None):
+    """This gateway's group: the one with a member in an enabled TPG; else the
+    group named ``known`` (the name found before) while it still has members.
+    A ceph-iscsi gateway maps the LUN in every gateway's TPG and enables only its
+    own, so a member's TPG tells whose group it is; but a TPG switched off (a
+    partition, or our own :meth:`Failover._disable_tpgs`) does not change who we
+    are, and a service-map entry registered meanwhile must keep the name."""
+    gws = gateway_groups(groups)
+    for g in gws:
         if g.local:
+            return g
+    for g in gws:
+        if known is not None and g.name == known and g.members:
             return g
     return None
 

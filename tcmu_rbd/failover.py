@@ -218,7 +218,7 @@ class Failover:
         groups = self._topology()
         self._register()         # now that the gateway's name is known
         self._publish()
-        mine = alua.local_group(groups)
+        mine = alua.local_group(groups, self.gateway)
         if self.peers and (mine is None or mine.state != alua.AO):
             return
         try:
@@ -337,7 +337,7 @@ class Failover:
         the backstore, so this is read again every time): which gateway we are,
         and whether others serve the LUN."""
         groups = self.dev.alua_groups()
-        mine = alua.local_group(groups)
+        mine = alua.local_group(groups, self.gateway)
         self.gateway = mine.name if mine is not None else self.host
         self.peers = len(alua.gateway_groups(groups)) > 1
         return groups

@@ -7,6 +7,7 @@ serves again.  The kernel side (configfs ALUA, the handler's loop) is the VM
 test's; here the device is a stand-in that records ALUA writes.
 """
 
+import dataclasses
 import errno
 import threading
 import time
@@ -82,6 +83,26 @@ def test_alua_states_follow_the_owner():
     assert alua.changes(g, "nobody") == {}
 
 
+def test_alua_local_group_keeps_its_name_while_its_tpg_is_off():
+    """ceph-iscsi maps the LUN in every gateway's TPG and enables only its own;
+    with its own switched off (a partition) the gateway is still the same one."""
+    on = AluaMember("iscsi", "iqn.2003-01.org.example:t", 1, "lun_0", True)
+    off, other = dataclasses.replace(on, enabled=False), AluaMember(
+        "iscsi", "iqn.2003-01.org.example:t", 2, "lun_0", False)
+
+    def groups(m1):
+        return [AluaGroup("default_tg_pt_gp", 0, 0, 3, 0, False, 0xCF, ()),
+                AluaGroup("gw1", 1, 0, 1, 45, False, 0x83, (m1,)),
+                AluaGroup("gw2", 2, 1, 1, 45, False, 0x83, (other,))]
+    assert alua.local_group(groups(on)).name == "gw1"
+    assert alua.local_group(groups(on), "gw2").name == "gw1"      # the enabled TPG decides
+    assert alua.local_group(groups(off)) is None                  # nothing known yet
+    assert alua.local_group(groups(off), "gw1").name == "gw1"
+    assert alua.local_group(groups(off), "host") is None
+    gone = [g for g in groups(off) if g.name != "gw1"]            # its group removed
+    assert alua.local_group(gone, "gw1") is None
+
+
 def test_alua_port_groups_report_every_gateway_with_rel_port_tag():
     pgs = alua.port_groups(_groups())
     assert [(p.id, p.name, p.state) for p in pgs] == [(1, "gw1", 0), (2, "gw2", 1)]
@@ -123,6 +144,8 @@ class FakeDev:
 
     def enable_tpg(self, member, on):
         self.tpg_switches += ((member.tpgt, on),)
+        if member.tpgt == self.member.tpgt:
+            self.member = dataclasses.replace(self.member, enabled=on)
         return True
 
     def reachable(self):
@@ -160,6 +183,10 @@ def two_gateways(ceph, rbd_image):
     def open_backend():
         b = RbdBackend(rbd_image.pool, rbd_image.name, conf=conf)
         made.append(b)
+        register = b.service_register
+        b.registered = []     # the daemon names this client registered in the service map
+        b.service_register = lambda svc, daemon, md: (b.registered.append(daemon),
+                                                      register(svc, daemon, md))[1]
         return b
 
     def gateway(name, grace, preferred, peers):
@@ -264,6 +291,32 @@ def test_connection_lost_disables_the_local_tpg_until_a_new_client_is_connected(
     assert gw1.dev.tpg_switches == ((1, False), (1, True))
     assert gw1.backend is not old and h.backend is gw1.backend
     assert gw1.counters.conn_lost == 1 and gw1.counters.cmd_timed_out == 1
+
+
+def test_reopened_while_its_tpg_is_off_the_gateway_keeps_its_name(two_gateways):
+    """CI found it: the partition switched the owner's TPG off, a configfs refresh
+    then took the host name for the gateway's, and the reopened client registered
+    ``<host>:pool/image`` in the service map (and would record it as the owner)."""
+    gw = two_gateways("gw1", preferred="gw1")
+    assert gw.owner and gw.backend.registered == [f"gw1:{gw.backend.pool}/{gw.backend.image}"]
+    gw.dev.enable_tpg(gw.dev.member, False)    # as `echo 0 >tpgt_1/enable` does
+    time.sleep(0.6)                            # the thread reads configfs again (0.2 s)
+    old = gw.backend.client_addr()
+    rc, _, status = gw.backend.mon_command({"prefix": "osd blocklist", "blocklistop": "add",
+                                            "addr": old})
+    assert rc == 0, status
+    gw.backend.wait_for_osdmap()
+    gw.io_error(-errno.ESHUTDOWN)
+    h = FakeHandler(gw.backend)
+    assert _wait(lambda: gw.swap_ready)
+    gw.swap(h)
+    assert _wait(lambda: gw._reopen_why is None)
+    assert gw.gateway == "gw1"
+    assert gw.backend.registered == [f"gw1:{gw.backend.pool}/{gw.backend.image}"]
+    gw.dev.enable_tpg(gw.dev.member, True)
+    gw.may_write()
+    assert _wait(lambda: gw.owner)
+    assert OwnerRecord.decode(gw.backend.metadata_get(OWNER_KEY)).gateway == "gw1"
 
 
 def test_connection_lost_without_peers_keeps_the_tpg(two_gateways):
