@@ -264,6 +264,10 @@ def test_many_luns_table():
     lines = report.table(report.annotate([row])).splitlines()
     assert lines[0].startswith("== many LUNs on one gateway")
     assert lines[2].split() == ["tcmu-rbd", "64", "66", "181.2", "4.5", "640.0", "10.0", "3.2%"]
+    assert not any(line.startswith("idle CPU ") for line in lines)    # an older row
+    row["idle_cpu_pct_by_thread"] = {"python3/python": 20.5, "python3/msgr-worker": 9.0}
+    lines = report.table(report.annotate([row])).splitlines()
+    assert "idle CPU tcmu-rbd:    python3/python 20.5%, python3/msgr-worker 9.0%" in lines
 
 
 def test_many_luns_helper_refuses_an_incomplete_up():

@@ -319,6 +319,17 @@ def test_reopened_while_its_tpg_is_off_the_gateway_keeps_its_name(two_gateways):
     assert OwnerRecord.decode(gw.backend.metadata_get(OWNER_KEY)).gateway == "gw1"
 
 
+def test_the_failover_thread_is_named_for_top(two_gateways):
+    """top -H and the benchmark's CPU per thread tell it from the handler loop."""
+    import glob
+    two_gateways("gw1")
+    names = set()
+    for comm in glob.glob("/proc/self/task/*/comm"):
+        with open(comm) as f:
+            names.add(f.read().strip())
+    assert "tcmu-failover" in names, names
+
+
 def test_connection_lost_without_peers_keeps_the_tpg(two_gateways):
     gw1 = two_gateways("gw1", peers=False)
     gw1.io_error(-errno.ETIMEDOUT)

@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from tcmu_rbd_lab.bench.guest import _append
-from tcmu_rbd_lab.bench.procs import cpu_seconds, memory_kb, pids_matching
+from tcmu_rbd_lab.bench.procs import busiest, cpu_seconds, memory_kb, pids_matching, thread_ticks
 
 SIZE = 64 << 20
 IDLE_SECONDS = 10
@@ -100,13 +100,17 @@ def up(a) -> None:
     read_s = time.monotonic() - t1
     time.sleep(3)           # idle from here on (our workers give memory back after 1 s)
     pids = pids_matching(a.pattern)
-    c0 = cpu_seconds(pids)
+    c0, t0 = cpu_seconds(pids), thread_ticks(pids)
     time.sleep(IDLE_SECONDS)
     idle_pct = (cpu_seconds(pids) - c0) / IDLE_SECONDS * 100
+    # where the idle CPU goes: % of a CPU per 'process/thread' label, all LUNs together
+    idle_threads = {k: round(v / IDLE_SECONDS * 100, 2)
+                    for k, v in busiest(t0, thread_ticks(pids), top=12)}
     mem = [memory_kb(p) for p in pids]
     total = {k: sum(m[k] for m in mem) for k in ("rss_kb", "pss_kb", "private_kb", "ring_kb")}
     _append(a.out, {"section": "many", "path": a.path, "luns": a.luns, "processes": len(pids),
                     "export_s": export_s, "read_all_s": read_s, "idle_cpu_pct": idle_pct,
+                    "idle_cpu_pct_by_thread": idle_threads,
                     **total, "pss_mb_per_lun": total["pss_kb"] / 1024 / a.luns})
 
 

@@ -171,6 +171,10 @@ def table(rows: list[dict]) -> str:
              "%.1f" % r["pss_mb_per_lun"], "%.1f%%" % r["idle_cpu_pct"])
             for r in rows if r["section"] == "many"])
     for r in rows:
+        if r["section"] == "many" and r.get("idle_cpu_pct_by_thread"):
+            out.append("idle CPU %-12s %s" % (r["path"] + ":", ", ".join(
+                "%s %.1f%%" % kv for kv in r["idle_cpu_pct_by_thread"].items())))
+    for r in rows:
         if r["section"] == "settings":
             out.append("settings %-12s %s" % (r["path"] + ":", " ".join(
                 "%s=%s" % (k, v) for k, v in r.items() if k not in ("section", "path"))))
