@@ -66,6 +66,8 @@ EAGER_POLL = 0.5   # s: until the device is reachable
 STOP_WAIT = 10.0   # s: the longest stop() waits for a cluster call to return
 ACQUIRE, BREAK, WAIT, MINE = "acquire", "break", "wait", "mine"
 _LOST = (-errno.ESHUTDOWN, -errno.EROFS)
+#: the groups the failover thread does not read: only the gateways' groups matter to it
+_NOT_A_GATEWAY = (alua.DEFAULT_GROUP,)
 
 
 def _name_os_thread(name: bytes) -> None:
@@ -347,7 +349,7 @@ class Failover:
         """The device's ALUA groups now (the LUN and its groups are created after
         the backstore, so this is read again every time): which gateway we are,
         and whether others serve the LUN."""
-        groups = self.dev.alua_groups()
+        groups = self.dev.alua_groups(skip=_NOT_A_GATEWAY)
         mine = alua.local_group(groups, self.gateway)
         self.gateway = mine.name if mine is not None else self.host
         self.peers = len(alua.gateway_groups(groups)) > 1
@@ -402,7 +404,7 @@ class Failover:
 
     def _refresh(self) -> None:
         b = self.backend
-        self._topology()
+        groups = self._topology()
         if self.owner:
             if not b.is_lock_owner():
                 self._lost("the lock was taken by another client")
@@ -411,7 +413,7 @@ class Failover:
             if rec.gateway != self.gateway:    # the groups appeared after we took it
                 self._record = OwnerRecord(self.gateway, rec.addr, rec.since, rec.device)
                 b.metadata_set(OWNER_KEY, self._record.encode())
-            if alua.changes(self.dev.alua_groups(), self.gateway):
+            if alua.changes(groups, self.gateway):   # as read just now: one read a round
                 self._apply_alua(self.gateway)
             return
         record = OwnerRecord.decode(b.metadata_get(OWNER_KEY))
@@ -428,7 +430,8 @@ class Failover:
 
     def _apply_alua(self, owner: str) -> None:
         self._seen_owner = owner
-        for group, state in alua.changes(self.dev.alua_groups(), owner).items():
+        groups = self.dev.alua_groups(skip=_NOT_A_GATEWAY)
+        for group, state in alua.changes(groups, owner).items():
             self.dev.set_alua_state(group, state)
 
     def _reopen(self) -> None:
@@ -503,8 +506,8 @@ class Failover:
     def _disable_tpgs(self) -> list:
         """Connection lost: turn the local TPGs off so initiators use other
         gateways instead of waiting on this one (the TPG's other LUNs too)."""
-        members = [m for g in alua.gateway_groups(self.dev.alua_groups()) for m in g.members
-                   if m.enabled]
+        groups = self.dev.alua_groups(skip=_NOT_A_GATEWAY)
+        members = [m for g in alua.gateway_groups(groups) for m in g.members if m.enabled]
         for m in members:
             log.warning("%s: cluster unreachable: disabling %s/tpgt_%d until it is back",
                         self.dev.label, m.wwn, m.tpgt)

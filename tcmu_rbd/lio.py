@@ -277,12 +277,14 @@ class TcmuDevice:
                     return True
         return False
 
-    def alua_groups(self) -> list[AluaGroup]:
-        """The device's ALUA target port groups, sorted by id."""
+    def alua_groups(self, skip: tuple = ()) -> list[AluaGroup]:
+        """The device's ALUA target port groups, sorted by id; those named in
+        ``skip`` are not read (a group is ~14 configfs reads: the failover
+        thread, which reads them every few seconds, skips the default one)."""
         base = os.path.join(self.configfs, "alua")
         out = []
         try:
-            names = sorted(os.listdir(base))
+            names = sorted(n for n in os.listdir(base) if n not in skip)
         except OSError:
             return []
         for name in names:

@@ -131,7 +131,8 @@ class FakeDev:
         self.local = local
         self.member = m
 
-    def alua_groups(self):
+    def alua_groups(self, skip=()):
+        assert skip == (alua.DEFAULT_GROUP,)     # the failover thread reads only gateways'
         return [AluaGroup(n, i, self.states[n], 1, 45, False, 0x83,
                           (self.member,) if n == self.local else ())
                 for i, n in ((1, "gw1"), (2, "gw2")) if n in self.gateways]
@@ -348,12 +349,12 @@ class RemovedDev(FakeDev):
         self.inside = threading.Event()
         self.answered = threading.Event()
 
-    def alua_groups(self):
+    def alua_groups(self, skip=()):
         if self.removing:
             self.inside.set()
             self.answered.wait(30)
             raise FileNotFoundError(errno.ENOENT, "No such file or directory")
-        return super().alua_groups()
+        return super().alua_groups(skip)
 
 
 class CallLog:

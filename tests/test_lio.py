@@ -224,6 +224,7 @@ def test_alua_groups_members_and_their_tpgs(roots):
     assert gw1.members == (lio.AluaMember("iscsi", t, 1, "lun_0", True),) and gw1.local
     assert gw1.supported == 0x83 and gw1.access_type == 1 and gw1.implicit_trans_secs == 45
     assert not groups[2].local
+    assert dev.alua_groups(skip=("default_tg_pt_gp",)) == groups[1:]    # skipped
     (tpg / "enable").write_text("0\n")
     assert not dev.alua_groups()[1].local
     # writes: an implicit transition and the TPG switch
