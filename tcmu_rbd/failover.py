@@ -345,11 +345,15 @@ class Failover:
             log.exception("%s: failover thread", self.dev.label)
             time.sleep(1)
 
+    def _gateway_groups(self):
+        """The gateways' ALUA groups from configfs (LIO's default group not read)."""
+        return self.dev.alua_groups(skip=_NOT_A_GATEWAY)
+
     def _topology(self):
         """The device's ALUA groups now (the LUN and its groups are created after
         the backstore, so this is read again every time): which gateway we are,
         and whether others serve the LUN."""
-        groups = self.dev.alua_groups(skip=_NOT_A_GATEWAY)
+        groups = self._gateway_groups()
         mine = alua.local_group(groups, self.gateway)
         self.gateway = mine.name if mine is not None else self.host
         self.peers = len(alua.gateway_groups(groups)) > 1
@@ -430,7 +434,7 @@ class Failover:
 
     def _apply_alua(self, owner: str) -> None:
         self._seen_owner = owner
-        groups = self.dev.alua_groups(skip=_NOT_A_GATEWAY)
+        groups = self._gateway_groups()
         for group, state in alua.changes(groups, owner).items():
             self.dev.set_alua_state(group, state)
 
@@ -506,7 +510,7 @@ class Failover:
     def _disable_tpgs(self) -> list:
         """Connection lost: turn the local TPGs off so initiators use other
         gateways instead of waiting on this one (the TPG's other LUNs too)."""
-        groups = self.dev.alua_groups(skip=_NOT_A_GATEWAY)
+        groups = self._gateway_groups()
         members = [m for g in alua.gateway_groups(groups) for m in g.members if m.enabled]
         for m in members:
             log.warning("%s: cluster unreachable: disabling %s/tpgt_%d until it is back",

@@ -158,8 +158,8 @@ def _case(cdb, lun, data_len):
 def test_the_generator_reaches_every_decision():
     """Each reason not to be fast, and both ways of being fast, occur in what
     the strategies produce: the property above is not met by luck.  The same
-    examples every run (derandomize): a random 1,500 missed a reason once in CI's
-    host suite, which says nothing about the rule."""
+    examples every run (derandomize): a random 1,500 missed a reason once in a host
+    suite run, which says nothing about the rule."""
     seen = set()
 
     @settings(max_examples=1500, deadline=None, database=None, derandomize=True,
