@@ -38,6 +38,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 
 # Imported here, not when a worker opens its image: a worker is forked from the
 # spawner, which has imported this module, so the modules are shared; imported after
@@ -223,7 +224,9 @@ class Worker:
 
     def start(self) -> None:
         dev = self.dev
+        t0 = time.monotonic()
         cfg, backend = open_backend(dev.name.dev_config, self.default_timeout)
+        opened = time.monotonic() - t0
         try:
             block = dev.attr("hw_block_size", 512) or 512
             size = dev.size() or backend.size
@@ -257,8 +260,10 @@ class Worker:
             self.handler.close()
             ring.close()
             raise
-        log.info("%s: serving %s, %d blocks of %d bytes%s", dev.label, cfg.display(),
-                 lun.num_blocks, block, " (read-only snapshot)" if backend.read_only else "")
+        log.info("%s: serving %s, %d blocks of %d bytes%s (ready in %.2f s, of it %.2f s to "
+                 "connect and open the image)", dev.label, cfg.display(), lun.num_blocks, block,
+                 " (read-only snapshot)" if backend.read_only else "",
+                 time.monotonic() - t0, opened)
         if backend.volatile_cache:
             log.warning("%s: rbd_cache is on in the rbd config of the image or its pool, so "
                         "librbd caches writes: %s (`rbd config image rm %s rbd_cache`, or "

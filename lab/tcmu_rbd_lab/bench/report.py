@@ -163,13 +163,19 @@ def table(rows: list[dict]) -> str:
              "%.1f" % (r.get("ring_kb", 0) / 1024))
             for r in rows if r["section"] == "memory"])
     _plain(out, "many LUNs on one gateway (created 8 at a time through rtslib, then a 4 KiB "
-           "read from each; idle: no I/O for 10 s; PSS without the rings)",
-           (("LUNs", 4), ("procs", 5), ("start s", 9), ("read all", 9), ("PSS MB", 8),
-            ("PSS/LUN", 8), ("idle CPU", 8)),
+           "read from each; CPU/LUN: the daemon's CPU while they came up, per LUN; idle: no "
+           "I/O for 10 s; PSS without the rings)",
+           (("LUNs", 4), ("procs", 5), ("start s", 9), ("CPU/LUN", 9), ("read all", 9),
+            ("PSS MB", 8), ("PSS/LUN", 8), ("idle CPU", 8)),
            [(r["path"], "%d" % r["luns"], "%d" % r["processes"], "%.1f" % r["export_s"],
+             "%.2f s" % (r["start_cpu_s"] / r["luns"]) if "start_cpu_s" in r else "",
              "%.1f" % r["read_all_s"], "%.1f" % (r["pss_kb"] / 1024),
              "%.1f" % r["pss_mb_per_lun"], "%.1f%%" % r["idle_cpu_pct"])
             for r in rows if r["section"] == "many"])
+    for r in rows:
+        if r["section"] == "many" and r.get("start_cpu_pct_by_thread"):
+            out.append("start CPU %-11s %s" % (r["path"] + ":", ", ".join(
+                "%s %.1f%%" % kv for kv in r["start_cpu_pct_by_thread"].items())))
     for r in rows:
         if r["section"] == "many" and r.get("idle_cpu_pct_by_thread"):
             out.append("idle CPU %-12s %s" % (r["path"] + ":", ", ".join(
