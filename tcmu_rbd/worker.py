@@ -260,10 +260,11 @@ class Worker:
             self.handler.close()
             ring.close()
             raise
-        log.info("%s: serving %s, %d blocks of %d bytes%s (ready in %.2f s, of it %.2f s to "
-                 "connect and open the image)", dev.label, cfg.display(), lun.num_blocks, block,
-                 " (read-only snapshot)" if backend.read_only else "",
-                 time.monotonic() - t0, opened)
+        log.info("%s: serving %s, %d blocks of %d bytes%s (%.2f s to connect and open the "
+                 "image, %.2f s in all; CPU since the worker began: %.2f s, %.2f s of it on "
+                 "this thread)", dev.label, cfg.display(), lun.num_blocks, block,
+                 " (read-only snapshot)" if backend.read_only else "", opened,
+                 time.monotonic() - t0, time.process_time(), time.thread_time())
         if backend.volatile_cache:
             log.warning("%s: rbd_cache is on in the rbd config of the image or its pool, so "
                         "librbd caches writes: %s (`rbd config image rm %s rbd_cache`, or "

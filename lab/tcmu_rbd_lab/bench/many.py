@@ -79,11 +79,24 @@ def _read(disk: str) -> None:
                     "iflag=direct", "status=none"], check=True, timeout=120)
 
 
+def _role(pid: int, name: str) -> str:
+    """python3 -m tcmu_rbd.worker / .spawner / the supervisor: which one a pid is."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            cmd = f.read()
+    except OSError:
+        return name
+    for role in (b"worker", b"spawner"):
+        if b"tcmu_rbd." + role in cmd:
+            return role.decode()
+    return "supervisor" if b"tcmu_rbd" in cmd else name
+
+
 def _start_cpu(before: dict, after: dict, daemon: set[int], seconds: float) -> dict:
     """Where the whole VM's CPU went while the LUNs came up, % of one CPU per
     'process/thread' label; the daemon's threads are marked 'daemon ' (the harness
     and our workers are all python3)."""
-    ours = {k: v for k, v in after.items() if k[0] in daemon}
+    ours = {k: (_role(k[0], v[0]),) + v[1:] for k, v in after.items() if k[0] in daemon}
     rest = {k: v for k, v in after.items() if k[0] not in daemon}
     rows = [("daemon " + k, v) for k, v in busiest(before, ours, top=8)] + \
         busiest(before, rest, top=8)
