@@ -240,7 +240,23 @@ class TcmuDevice:
         return 0
 
     def _fabric_luns(self) -> list[str]:
-        """Every ``<fabric>/<wwn>/<tpg>/lun/lun_N`` directory linking to this device."""
+        """Every ``<fabric>/<wwn>/<tpg>/lun/lun_N`` directory linking to this device.
+
+        Read from the members of the device's ALUA groups, where LIO puts every
+        LUN of a device whose ALUA it emulates: a few files of this device, not
+        every LUN of every target (each worker's failover thread polls this until
+        its LUN is mapped: with 64 LUNs, the gateway's whole tree 64 times every
+        0.5 s).  Where LIO passes ALUA through (``attrib/alua_support`` 0) no LUN
+        joins a group, and every fabric LUN is read."""
+        if self.attr("alua_support", 1) != 0:
+            base = os.path.join(self.configfs, "alua")
+            try:
+                names = sorted(os.listdir(base))
+            except OSError:
+                names = []
+            return [os.path.join(self.roots.target, fabric, wwn, tpg, "lun", lun)
+                    for name in names
+                    for fabric, wwn, tpg, lun in self._member_luns(os.path.join(base, name))]
         me = os.path.realpath(self.configfs)
         pattern = os.path.join(glob.escape(self.roots.target), "*", "*", "*", "lun", "*", "*")
         out = []
@@ -307,27 +323,30 @@ class TcmuDevice:
                                  bool(num("preferred")), supported, self._members(d)))
         return sorted(out, key=lambda g: g.id)
 
-    def _members(self, group_dir: str) -> tuple:
+    def _member_luns(self, group_dir: str) -> list[tuple[str, str, str, str]]:
+        """(fabric directory, wwn, tpgt_N, lun_N) of each line of a group's ``members``."""
         out = []
         # the kernel ends each member's line with "\n\0" (target_tg_pt_gp_members_show
         # counts the terminator): the second member's line starts with a NUL
         text = (read_attr(os.path.join(group_dir, "members")) or "").replace("\0", "")
         for line in text.splitlines():
             parts = line.strip().split("/")
-            if len(parts) != 4 or not parts[2].startswith("tpgt_"):
+            if len(parts) != 4 or not parts[2].startswith("tpgt_") or not parts[2][5:].isdigit():
                 continue
             fabric, wwn, tpg, lun = parts
-            try:
-                tag = int(tpg[5:])
-            except ValueError:
-                continue
             # the kernel names the fabric as its module does ("iSCSI"); configfs
             # names its directory in lower case ("iscsi")
             if not os.path.isdir(os.path.join(self.roots.target, fabric)):
                 fabric = fabric.lower()
-            enabled = read_attr(os.path.join(self.roots.target, fabric, wwn, tpg, "enable"))
-            out.append(AluaMember(fabric, wwn, tag, lun, enabled == "1"))
-        return tuple(out)
+            out.append((fabric, wwn, tpg, lun))
+        return out
+
+    def _members(self, group_dir: str) -> tuple:
+        return tuple(
+            AluaMember(fabric, wwn, int(tpg[5:]), lun,
+                       read_attr(os.path.join(self.roots.target, fabric, wwn, tpg, "enable"))
+                       == "1")
+            for fabric, wwn, tpg, lun in self._member_luns(group_dir))
 
     def set_alua_state(self, group: str, state: int) -> bool:
         """An implicit transition of one group (the kernel tells the

@@ -160,14 +160,22 @@ def test_holder_recognises_workers_by_their_contract_arguments():
     assert lio.Holder(4, ()).describe() == "pid 4 (?)"
 
 
-def export(roots, fabric, wwn, lun, hba, name, tpg="tpgt_1"):
-    """A fabric LUN linking to core/user_<hba>/<name>, as configfs shows it."""
+def export(roots, fabric, wwn, lun, hba, name, tpg="tpgt_1", alua=True):
+    """A fabric LUN linking to core/user_<hba>/<name>, as configfs shows it, and
+    (unless LIO passes ALUA through) its line in the device's default ALUA group,
+    with the fabric named as the kernel writes it there."""
     d = Path(roots.target) / fabric / wwn / tpg / "lun" / f"lun_{lun}"
     d.mkdir(parents=True)
     (d / "alua_tg_pt_gp").write_text("default_tg_pt_gp\n")
     (d / "statistics").mkdir()
-    rel = Path(os.path.relpath(Path(roots.configfs) / f"user_{hba}" / name, d))
-    (d / "a1b2c3d4e5").symlink_to(rel)
+    dev = Path(roots.configfs) / f"user_{hba}" / name
+    (d / "a1b2c3d4e5").symlink_to(Path(os.path.relpath(dev, d)))
+    if alua:
+        group = dev / "alua" / "default_tg_pt_gp"
+        group.mkdir(parents=True, exist_ok=True)
+        kernel_name = {"iscsi": "iSCSI"}.get(fabric, fabric)
+        with open(group / "members", "a") as f:
+            f.write(f"{kernel_name}/{wwn}/{tpg}/lun_{lun}\n\0")
 
 
 def test_fabrics_the_device_is_exported_on(roots):
@@ -188,6 +196,19 @@ def test_fabrics_the_device_is_exported_on(roots):
     # another device of the same name on another HBA is not this one
     add(roots, 2, "disk0", hba=2)
     assert k.device("uio2").fabrics() == set()
+
+
+def test_fabrics_where_lio_passes_alua_through(roots):
+    """No LUN joins an ALUA group then (attrib/alua_support 0): every fabric LUN
+    is read instead of the groups' members."""
+    d = add(roots, 0, "disk0", hba=1)
+    (d / "attrib" / "alua_support").write_text("0\n")
+    dev = lio.Kernel(roots).device("uio0")
+    export(roots, "iscsi", "iqn.2003-01.org.x:gw1", 0, 1, "disk0", alua=False)
+    export(roots, "loopback", "naa.5001405aaaaaaaaa", 2, 1, "disk0", alua=False)
+    assert dev.fabrics() == {"iscsi", "loopback"}
+    (d / "attrib" / "alua_support").write_text("1\n")
+    assert dev.fabrics() == set()          # emulated: the groups (none here) say where it is
 
 
 def alua_group(dev_dir, name, gid, state, members="", access_type="Implicit", support=("active_optimized",

@@ -21,9 +21,15 @@ def _worker(tmp_path):
 
 
 def _export(core, fabric, wwn):
+    """The LUN's directory linking to the device, and its line in the device's
+    default ALUA group (where the kernel lists it; lio finds the LUNs there)."""
     d = core.parent / fabric / wwn / "tpgt_1" / "lun" / "lun_0"
     d.mkdir(parents=True)
     (d / "7f3a9c").symlink_to(Path(os.path.relpath(core / "user_1" / "disk0", d)))
+    group = core / "user_1" / "disk0" / "alua" / "default_tg_pt_gp"
+    group.mkdir(parents=True, exist_ok=True)
+    with open(group / "members", "a") as f:
+        f.write("%s/%s/tpgt_1/lun_0\n" % ({"iscsi": "iSCSI"}.get(fabric, fabric), wwn))
 
 
 def _inquiry(w, lun):
