@@ -249,14 +249,9 @@ class TcmuDevice:
         0.5 s).  Where LIO passes ALUA through (``attrib/alua_support`` 0) no LUN
         joins a group, and every fabric LUN is read."""
         if self.attr("alua_support", 1) != 0:
-            base = os.path.join(self.configfs, "alua")
-            try:
-                names = sorted(os.listdir(base))
-            except OSError:
-                names = []
             return [os.path.join(self.roots.target, fabric, wwn, tpg, "lun", lun)
-                    for name in names
-                    for fabric, wwn, tpg, lun in self._member_luns(os.path.join(base, name))]
+                    for d in self._alua_dirs()
+                    for fabric, wwn, tpg, lun in self._member_luns(d)]
         me = os.path.realpath(self.configfs)
         pattern = os.path.join(glob.escape(self.roots.target), "*", "*", "*", "lun", "*", "*")
         out = []
@@ -297,14 +292,9 @@ class TcmuDevice:
         """The device's ALUA target port groups, sorted by id; those named in
         ``skip`` are not read (a group is ~14 configfs reads: the failover
         thread, which reads them every few seconds, skips the default one)."""
-        base = os.path.join(self.configfs, "alua")
         out = []
-        try:
-            names = sorted(n for n in os.listdir(base) if n not in skip)
-        except OSError:
-            return []
-        for name in names:
-            d = os.path.join(base, name)
+        for d in self._alua_dirs(skip):
+            name = os.path.basename(d)
 
             def num(attr, default=0, d=d):
                 try:
@@ -322,6 +312,14 @@ class TcmuDevice:
                                  num("implicit_trans_secs"),
                                  bool(num("preferred")), supported, self._members(d)))
         return sorted(out, key=lambda g: g.id)
+
+    def _alua_dirs(self, skip: tuple = ()) -> list[str]:
+        """The directories of the device's ALUA groups (``alua/<group>``), by name."""
+        base = os.path.join(self.configfs, "alua")
+        try:
+            return [os.path.join(base, n) for n in sorted(os.listdir(base)) if n not in skip]
+        except OSError:
+            return []
 
     def _member_luns(self, group_dir: str) -> list[tuple[str, str, str, str]]:
         """(fabric directory, wwn, tpgt_N, lun_N) of each line of a group's ``members``."""

@@ -105,8 +105,7 @@ def _start_cpu(before: dict, after: dict, daemon: set[int], seconds: float) -> d
 
 def up(a) -> None:
     _images(a.luns)
-    before_pids = pids_matching(a.pattern)
-    c0, ticks0 = cpu_seconds(before_pids), thread_ticks()
+    c0, ticks0 = cpu_seconds(pids_matching(a.pattern)), thread_ticks()
     t0 = time.monotonic()
     _export(a.luns, a.target, a.initiator, a.hw_max_sectors, a.control)
     export_s = time.monotonic() - t0
@@ -139,8 +138,8 @@ def up(a) -> None:
     mem = [memory_kb(p) for p in pids]
     total = {k: sum(m[k] for m in mem) for k in ("rss_kb", "pss_kb", "private_kb", "ring_kb")}
     _append(a.out, {"section": "many", "path": a.path, "luns": a.luns, "processes": len(pids),
-                    "export_s": export_s, "read_all_s": read_s,
-                    "start_cpu_s": start_cpu_s, "start_cpu_pct_by_thread": start_threads, "idle_cpu_pct": idle_pct,
+                    "export_s": export_s, "read_all_s": read_s, "start_cpu_s": start_cpu_s,
+                    "start_cpu_pct_by_thread": start_threads, "idle_cpu_pct": idle_pct,
                     "idle_cpu_pct_by_thread": idle_threads,
                     **total, "pss_mb_per_lun": total["pss_kb"] / 1024 / a.luns})
 
