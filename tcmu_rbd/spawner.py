@@ -9,9 +9,9 @@ image (~5 MB at start; serving, it touches more: 11.5 MB PSS per added LUN in
 the VM benchmark, with one malloc arena per worker: worker.limit_malloc_arenas), and it starts without importing anything.  Each LUN keeps its
 own process, so a crash still costs one LUN a restart, never the others.
 
-How: the supervisor starts the spawner (``python -m tcmu_rbd.spawner``) once;
-the spawner imports the worker's modules and then only ever forks, never
-starting a thread or a cluster client of its own.  For each worker it forks
+How: the supervisor starts the spawner (``python -m tcmu_rbd.spawner``) as
+it starts, once; the spawner imports the worker's modules and then only ever
+forks, never starting a thread or a cluster client of its own.  For each worker it forks
 twice, so that the worker is reparented to the supervisor, a child
 subreaper (PR_SET_CHILD_SUBREAPER): the supervisor reaps it, signals it and
 the worker follows it (PR_SET_PDEATHSIG) exactly as an exec'd one, and a
@@ -63,7 +63,8 @@ def _prctl(option: int, arg: int) -> bool:
 # ---------------------------------------------------------------- the supervisor's side
 
 class Spawner:
-    """The supervisor's client of one spawner process (started on first use)."""
+    """The supervisor's client of one spawner process (started by enable(), or
+    again on first use after it died)."""
 
     def __init__(self):
         self._proc: subprocess.Popen | None = None
@@ -127,6 +128,13 @@ def enable() -> bool:
     global _shared
     if _shared is None and _prctl(PR_SET_CHILD_SUBREAPER, 1):
         _shared = Spawner()
+        # started now, so that its imports (~2 CPU s in the lab's VM) are done
+        # while the daemon starts, not while the first LUN waits for its worker
+        try:
+            _shared._start()
+        except OSError as e:
+            log.warning("the worker spawner did not start (it is tried again for "
+                        "the first worker): %s", e)
     return _shared is not None
 
 

@@ -28,6 +28,8 @@ SUPERVISOR = textwrap.dedent(r'''
     logging.getLogger().addHandler(Keep())
     logging.getLogger().setLevel(logging.INFO)
     assert spawner.enable()
+    # started with enable(), before any worker is asked for
+    prestarted = spawner.shared()._proc.pid if spawner.shared()._proc else None
     loop = GLibLoop()
     out = []
     def start():
@@ -53,7 +55,7 @@ SUPERVISOR = textwrap.dedent(r'''
         out.append(start())
     if spawner.shared() is not None:
         spawner.disable()
-    print(json.dumps({"runs": out, "log": records}))
+    print(json.dumps({"runs": out, "log": records, "prestarted": prestarted}))
 ''')
 
 
@@ -68,6 +70,8 @@ def test_a_forked_worker_keeps_the_contract_of_an_exec_d_one():
     got = _supervise()
     run = got["runs"][0]
     assert run["forked"]                  # from the spawner, not exec'd
+    # by the spawner enable() started, before the first worker was asked for
+    assert run["spawner"] == got["prestarted"] is not None
     # the first line on the control socket (fd passed at its number), then the exit
     # status reaped by the supervisor: the worker is its child
     assert run["events"] == [["failed", "cannot read device uio999999: no TCMU device of "
