@@ -47,7 +47,6 @@ a thread that comes back from configfs after the stop ends there.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
 import logging
@@ -55,7 +54,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from tcmu_rbd import alua, service_map
+from tcmu_rbd import alua, prctl, service_map
 
 log = logging.getLogger("tcmu_rbd.failover")
 
@@ -68,15 +67,6 @@ ACQUIRE, BREAK, WAIT, MINE = "acquire", "break", "wait", "mine"
 _LOST = (-errno.ESHUTDOWN, -errno.EROFS)
 #: the groups the failover thread does not read: only the gateways' groups matter to it
 _NOT_A_GATEWAY = (alua.DEFAULT_GROUP,)
-
-
-def _name_os_thread(name: bytes) -> None:
-    """Name the calling thread for the kernel (top -H, /proc/PID/task/*/comm, the
-    benchmark's CPU per thread): Python's thread names stay inside Python."""
-    try:
-        ctypes.CDLL(None).prctl(15, name[:15], 0, 0, 0)     # PR_SET_NAME
-    except (OSError, AttributeError):
-        pass
 
 
 class _Stopped(BaseException):
@@ -308,7 +298,7 @@ class Failover:
 
     # ------------------------------------------------------------ failover thread
     def _run(self) -> None:
-        _name_os_thread(b"tcmu-failover")
+        prctl.name_thread(b"tcmu-failover")
         try:
             while not self._stopping:
                 self._want.wait(EAGER_POLL if self._eager_pending else self.refresh_every)

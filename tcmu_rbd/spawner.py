@@ -37,12 +37,11 @@ import subprocess
 import sys
 import time
 
+from .prctl import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, prctl
 from .settings import ENV_SUPERVISOR_PID
 
 log = logging.getLogger("tcmu_rbd.spawner")
 
-PR_SET_PDEATHSIG = 1
-PR_SET_CHILD_SUBREAPER = 36
 #: the spawner's own command line is padded with this many bytes, the room a
 #: worker's command line is written into
 ROOM = 1024
@@ -51,13 +50,6 @@ TIMEOUT = 20.0
 MAX_MSG = 1 << 20
 #: a forked worker's exit status when it could not be set up (before the worker ran)
 SETUP_FAILED = 127
-
-
-def _prctl(option: int, arg: int) -> bool:
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
 
 
 # ---------------------------------------------------------------- the supervisor's side
@@ -126,7 +118,7 @@ def enable() -> bool:
     """Fork workers from a spawner from now on (the daemon's supervisor calls it
     once): makes this process a child subreaper.  False if the kernel refused."""
     global _shared
-    if _shared is None and _prctl(PR_SET_CHILD_SUBREAPER, 1):
+    if _shared is None and prctl(PR_SET_CHILD_SUBREAPER, 1) == 0:
         _shared = Spawner()
         # started now, so that its imports (~2 CPU s in the lab's VM) are done
         # while the daemon starts, not while the first LUN waits for its worker
@@ -150,7 +142,7 @@ def disable() -> None:
     if _shared is not None:
         _shared.close()
         _shared = None
-        _prctl(PR_SET_CHILD_SUBREAPER, 0)
+        prctl(PR_SET_CHILD_SUBREAPER, 0)
 
 
 # ---------------------------------------------------------------- the spawner process
@@ -265,7 +257,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fd", type=int, required=True)
     ap.add_argument("room", nargs="?", help="padding: the room for a worker's command line")
     a = ap.parse_args(argv)
-    _prctl(PR_SET_PDEATHSIG, 9)            # never outlive the supervisor
+    prctl(PR_SET_PDEATHSIG, 9)            # never outlive the supervisor
     sock = socket.socket(fileno=a.fd)
     # what every worker imports, once; no thread, no cluster client here
     import tcmu_rbd.worker  # noqa: F401

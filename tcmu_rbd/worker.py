@@ -43,7 +43,7 @@ import time
 # Imported here, not when a worker opens its image: a worker is forked from the
 # spawner, which has imported this module, so the modules are shared; imported after
 # the fork they cost each worker ~2 MB private (measured).
-from tcmu_rbd import alua, config, control, scsi, validate
+from tcmu_rbd import alua, config, control, prctl, scsi, validate
 from tcmu_rbd.backends import rbd as rbd_backend
 from tcmu_rbd.failover import DEFAULT_GRACE, Failover
 from tcmu_rbd.handler import Handler
@@ -93,9 +93,6 @@ class BoundedRefresh:
             self._done.set()
 
 
-PR_SET_PDEATHSIG = 1
-
-
 def follow_supervisor(environ=os.environ) -> int | None:
     """Die with the supervisor.
 
@@ -118,12 +115,10 @@ def follow_supervisor(environ=os.environ) -> int | None:
     if not want:
         return None
     want_pid = int(want)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-            log.warning("prctl(PR_SET_PDEATHSIG): %s", os.strerror(ctypes.get_errno()))
-    except (OSError, AttributeError) as e:
-        log.warning("prctl unavailable (%s): relying on the control socket's EOF", e)
+    err = prctl.prctl(prctl.PR_SET_PDEATHSIG, signal.SIGTERM)
+    if err:
+        log.warning("prctl(PR_SET_PDEATHSIG): %s: relying on the control socket's EOF",
+                    os.strerror(err))
     if os.getppid() != want_pid:
         raise SupervisorGone("the supervisor (pid %d) exited before this worker started" % want_pid)
     return want_pid
