@@ -5,16 +5,18 @@ the Python modules it imports and the relocated pages of librbd, librados and
 libceph-common (measured: bare Python 4.7 MB private, with the worker's imports
 17.5 MB, with its open image 21 MB).  Forked from one process that has done the
 imports, a worker shares those pages and adds only its own cluster client and
-image (~5 MB at start; serving, it touches more: 11.5 MB PSS per added LUN in
-the VM benchmark, with one malloc arena per worker: worker.limit_malloc_arenas), and it starts without importing anything.  Each LUN keeps its
-own process, so a crash still costs one LUN a restart, never the others.
+image (~7 MB at start on the host: 1.3 of its own, 5.5 librados' and librbd's;
+serving, it touches more: 11.5 MB PSS per added LUN in the VM benchmark, with
+one malloc arena per worker: worker.limit_malloc_arenas), and it starts without
+importing anything.  Each LUN keeps its own process, so a crash still costs one
+LUN a restart, never the others.
 
 How: the supervisor starts the spawner (``python -m tcmu_rbd.spawner``) as
 it starts, once; the spawner imports the worker's modules and then only ever
-forks, never starting a thread or a cluster client of its own.  For each worker it forks
-twice, so that the worker is reparented to the supervisor, a child
-subreaper (PR_SET_CHILD_SUBREAPER): the supervisor reaps it, signals it and
-the worker follows it (PR_SET_PDEATHSIG) exactly as an exec'd one, and a
+forks, never starting a thread or a cluster client of its own.  For each
+worker it forks twice, so that the worker is reparented to the supervisor, a
+child subreaper (PR_SET_CHILD_SUBREAPER): the supervisor reaps it, signals it
+and the worker follows it (PR_SET_PDEATHSIG) exactly as an exec'd one, and a
 spawner that dies takes no worker with it (a new one is started for the next
 worker).  The worker gets the file descriptors, environment, session and
 command line (``python3 -m tcmu_rbd.worker --uio uioN ...`` in ps) that an
@@ -257,7 +259,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fd", type=int, required=True)
     ap.add_argument("room", nargs="?", help="padding: the room for a worker's command line")
     a = ap.parse_args(argv)
-    prctl(PR_SET_PDEATHSIG, 9)            # never outlive the supervisor
+    prctl(PR_SET_PDEATHSIG, 9)             # never outlive the supervisor
     sock = socket.socket(fileno=a.fd)
     # what every worker imports, once; no thread, no cluster client here
     import tcmu_rbd.worker  # noqa: F401
