@@ -6,7 +6,7 @@ libceph-common (measured: bare Python 4.7 MB private, with the worker's imports
 17.5 MB, with its open image 21 MB).  Forked from one process that has done the
 imports, a worker shares those pages and adds only its own cluster client and
 image (~7 MB at start on the host: 1.3 of its own, 5.5 librados' and librbd's;
-serving, it touches more: 11.5 MB PSS per added LUN in the VM benchmark, with
+serving, it touches more: 10-11.5 MB PSS per added LUN in the VM benchmark, with
 one malloc arena per worker: worker.limit_malloc_arenas), and it starts without
 importing anything.  Each LUN keeps its own process, so a crash still costs one
 LUN a restart, never the others.
@@ -34,6 +34,7 @@ import ctypes
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -259,7 +260,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fd", type=int, required=True)
     ap.add_argument("room", nargs="?", help="padding: the room for a worker's command line")
     a = ap.parse_args(argv)
-    prctl(PR_SET_PDEATHSIG, 9)             # never outlive the supervisor
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)    # never outlive the supervisor
     sock = socket.socket(fileno=a.fd)
     # what every worker imports, once; no thread, no cluster client here
     import tcmu_rbd.worker  # noqa: F401
