@@ -34,11 +34,14 @@ SUPERVISOR = textwrap.dedent(
 )
 WORKER = textwrap.dedent(
     r'''
-    import signal, sys, time
+    import os, signal, sys, time
     from tcmu_rbd.worker import follow_supervisor
     out = sys.argv[1]
     def term(signum, frame):
-        open(out, "w").write("SIGTERM")
+        # written whole, then renamed: the test polls for the file and reads it at once
+        with open(out + ".tmp", "w") as f:
+            f.write("SIGTERM")
+        os.replace(out + ".tmp", out)
         sys.exit(0)
     signal.signal(signal.SIGTERM, term)
     follow_supervisor()
