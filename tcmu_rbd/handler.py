@@ -91,7 +91,6 @@ class Handler:
         self._cur = None          # the command parse() may ask Data-Out from
         self._running = None      # cmd_id whose multi-step op is submitting
         self._parked = None       # its synchronous completion
-        self._scratch = ffi.new("uint8_t[]", SCRATCH)
         self.stopping = False
         self.stats = {"errors": 0, "aborts": 0, "stale": 0}
         self._shrink_reported = False
@@ -283,12 +282,15 @@ class Handler:
             self._start_other(cid, c, tag, kind, op)
 
     def _data_out(self, n: int) -> bytes:
-        """Data-Out bytes for parse() (parameter lists: small)."""
+        """Data-Out bytes for parse() (parameter lists: small).  Read into a
+        buffer of their own size: a buffer kept per LUN would be a page of
+        resident memory per KiB of the largest list (a 1 MiB one was 1 MiB of
+        every worker's memory)."""
         c = self._cur
-        n = min(n, c.data_len)
-        buf = ffi.new("uint8_t[]", n) if n > SCRATCH else self._scratch
-        got = lib.iov_to_buf(c.iov, c.iov_cnt, 0, buf, n)
-        return ffi.buffer(buf, got)[:]
+        out = bytearray(min(n, c.data_len))
+        got = lib.iov_to_buf(c.iov, c.iov_cnt, 0, ffi.from_buffer(out), len(out))
+        del out[got:]
+        return bytes(out)
 
     def _answer(self, cid, c, status, sense, data) -> None:
         """Complete an emulated command: its data, then zeroes to the end of

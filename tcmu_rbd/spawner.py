@@ -190,8 +190,15 @@ def _worker(sock: socket.socket, req: dict, fds: list[int]) -> None:
         for fd in high:
             os.close(fd)
         os.setsid()
-        os.environ.clear()
-        os.environ.update(req["env"])
+        # the supervisor's environment, changing only what differs from ours (it is
+        # ours but for a few variables): rewriting all of os.environ wrote ~0.38 MB
+        # of the pages this worker shares with the spawner, this 0.24 (host probe)
+        env = req["env"]
+        for k in [k for k in os.environ if k not in env]:
+            del os.environ[k]
+        for k, v in env.items():
+            if os.environ.get(k) != v:
+                os.environ[k] = v
         set_cmdline(req["cmd"])
         # the worker's checks expect the supervisor as parent: it is, once the
         # intermediate child has exited (it exits at once)

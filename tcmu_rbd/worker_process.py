@@ -46,6 +46,14 @@ def describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
+def worker_args(uio: str, ctl_fd: int, settings: Settings, metrics_fd: int | None) -> list[str]:
+    """The worker's command line after the command (worker.parse_args reads it)."""
+    return ["--uio", uio, "--ctl-fd", str(ctl_fd),
+            "--osd-op-timeout", str(settings.osd_op_timeout),
+            "--lock-grace", str(settings.lock_grace),
+            ] + ([] if metrics_fd is None else ["--metrics-fd", str(metrics_fd)])
+
+
 #: ``cb(ok, error, errno)`` of a request
 AnswerCallback = Callable[[bool, "str | None", int], None]
 
@@ -81,11 +89,7 @@ class WorkerProcess:
 
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            cmd = list(command) + [
-                "--uio", uio, "--ctl-fd", str(child.fileno()),
-                "--osd-op-timeout", str(settings.osd_op_timeout),
-                "--lock-grace", str(settings.lock_grace),
-            ] + ([] if metrics_fd is None else ["--metrics-fd", str(metrics_fd)])
+            cmd = list(command) + worker_args(uio, child.fileno(), settings, metrics_fd)
             env = dict(os.environ)
             if settings.path:
                 env[settings_mod.ENV_CONFIG] = settings.path

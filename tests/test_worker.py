@@ -300,3 +300,41 @@ def test_a_worker_keeps_its_threads_to_one_malloc_arena():
     assert _arenas("call=1", "MALLOC_ARENA_MAX=2") == ("2", 2)
     assert _arenas("call=1", "MALLOC_ARENA_MAX=lots") == ("1", 1)
     assert _arenas("call=1", "MALLOC_ARENA_MAX=0") == ("1", 1)
+
+
+def test_the_worker_reads_the_command_line_the_supervisor_builds():
+    from tcmu_rbd.settings import Settings
+    from tcmu_rbd.worker_process import worker_args
+    s = Settings(osd_op_timeout=45, lock_grace=2.5)
+    a = wk.parse_args(worker_args("uio3", 15, s, 9), environ={})
+    assert vars(a) == {"uio": "uio3", "ctl_fd": 15, "osd_op_timeout": 45.0, "lock_grace": 2.5,
+                       "metrics_fd": 9, "log_level": "info"}
+    a = wk.parse_args(worker_args("uio3", 15, s, None), environ={"TCMU_RBD_LOG_LEVEL": "debug"})
+    assert (a.metrics_fd, a.log_level) == (None, "debug")
+    # --flag=value too; the defaults where a flag is absent
+    a = wk.parse_args(["--uio=uio0", "--log-level=warning"], environ={})
+    assert (a.uio, a.ctl_fd, a.osd_op_timeout, a.log_level) == ("uio0", None, 30.0, "warning")
+
+
+@pytest.mark.parametrize("argv, error", [
+    ([], "--uio is required"),
+    (["--uio"], "--uio needs a value"),
+    (["--uio", "uio0", "--ctl-fd", "seven"], "--ctl-fd: not a whole number: 'seven'"),
+    (["--uio", "uio0", "--lock-grace", "soon"], "--lock-grace: not a number: 'soon'"),
+    (["--ui", "uio0"], "unknown argument '--ui'"),           # no abbreviations
+    (["uio0"], "unknown argument 'uio0'"),
+])
+def test_a_bad_worker_command_line_is_refused_with_its_reason(argv, error):
+    with pytest.raises(wk.UsageError) as e:
+        wk.parse_args(argv, environ={})
+    assert str(e.value) == error
+
+
+def test_the_worker_exits_2_on_a_bad_command_line():
+    r = subprocess.run([sys.executable, "-m", "tcmu_rbd.worker", "--uio", "uio0", "--nope", "1"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2
+    assert r.stderr.splitlines()[-1] == "tcmu-rbd-worker: error: unknown argument '--nope'"
+    r = subprocess.run([sys.executable, "-m", "tcmu_rbd.worker", "--help"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.startswith("usage: python3 -m tcmu_rbd.worker --uio")
