@@ -70,6 +70,24 @@ static int resync(struct tr_ring *r)
     return 0;
 }
 
+/* The per-id tables (65536 entries) are mapped, not calloc'd: only the pages
+ * of the ids in use become resident (the kernel hands out the lowest free id),
+ * whatever state the heap is in (5.6 MB of tables; a calloc served from reused
+ * heap memory clears it, resident at once: opening a ring after librados had
+ * started took 0.60 MB of heap with calloc, 0.26 with this, host probe). */
+static void *table_new(size_t n, size_t size)
+{
+    void *p = mmap(NULL, n * size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void table_free(void *p, size_t n, size_t size)
+{
+    if (p)
+        munmap(p, n * size);
+}
+
 struct tr_ring *tr_open(void *base, uint64_t size, int fd)
 {
     const struct tcmu_mailbox *mb = base;
@@ -92,9 +110,9 @@ struct tr_ring *tr_open(void *base, uint64_t size, int fd)
     r = calloc(1, sizeof(*r));
     if (!r)
         return NULL;
-    r->cmds = calloc(TCMU_IDS, sizeof(*r->cmds));
-    r->slots = calloc(TCMU_IDS, sizeof(*r->slots));
-    r->tmr_ids = calloc(TCMU_IDS, sizeof(*r->tmr_ids));
+    r->cmds = table_new(TCMU_IDS, sizeof(*r->cmds));
+    r->slots = table_new(TCMU_IDS, sizeof(*r->slots));
+    r->tmr_ids = table_new(TCMU_IDS, sizeof(*r->tmr_ids));
     r->lock = malloc(sizeof(pthread_mutex_t));
     if (!r->cmds || !r->slots || !r->tmr_ids || !r->lock) {
         free(r->lock);
@@ -127,9 +145,9 @@ void tr_close(struct tr_ring *r)
     if (r->cmds)
         for (uint32_t i = 0; i < TCMU_IDS; i++)
             free(r->cmds[i].iov);
-    free(r->cmds);
-    free(r->slots);
-    free(r->tmr_ids);
+    table_free(r->cmds, TCMU_IDS, sizeof(*r->cmds));
+    table_free(r->slots, TCMU_IDS, sizeof(*r->slots));
+    table_free(r->tmr_ids, TCMU_IDS, sizeof(*r->tmr_ids));
     if (r->lock) {
         pthread_mutex_destroy(r->lock);
         free(r->lock);

@@ -79,6 +79,10 @@ def engine_for(ring, ops, lun):
     lim = ffi.new("struct engine_fast *")
     lim.kinds, lim.kind_read, lim.kind_write, lim.enabled = kinds, scsi.READ, scsi.WRITE, 1
     store_limits(lun, lim.lim)
+    # lim.kinds is a raw pointer: the array must live as long as the engine may
+    # write it, not as long as the caller keeps the third value (a `_` rebound
+    # by a loop freed it, and the engine wrote op kinds into whatever reused it)
+    eb.kinds = kinds
     return eb, lim, kinds
 
 
