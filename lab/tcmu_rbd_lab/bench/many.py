@@ -135,13 +135,16 @@ def up(a) -> None:
     # where the idle CPU goes: % of a CPU per 'process/thread' label, all LUNs together
     idle_threads = {k: round(v / IDLE_SECONDS * 100, 2)
                     for k, v in busiest(t0, thread_ticks(pids), top=12)}
-    mem = [memory_kb(p) for p in pids]
+    per = {p: memory_kb(p) for p in pids}
+    mem = list(per.values())
     total = {k: sum(m[k] for m in mem) for k in ("rss_kb", "pss_kb", "private_kb", "ring_kb")}
     _append(a.out, {"section": "many", "path": a.path, "luns": a.luns, "processes": len(pids),
                     "export_s": export_s, "read_all_s": read_s, "start_cpu_s": start_cpu_s,
                     "start_cpu_pct_by_thread": start_threads, "idle_cpu_pct": idle_pct,
                     "idle_cpu_pct_by_thread": idle_threads,
-                    **total, "pss_mb_per_lun": total["pss_kb"] / 1024 / a.luns})
+                    **total, "pss_mb_per_lun": total["pss_kb"] / 1024 / a.luns,
+                    "per_process": {str(p): {**m, "role": _role(p, "daemon")}
+                                    for p, m in per.items()}})
 
 
 def down(a) -> None:

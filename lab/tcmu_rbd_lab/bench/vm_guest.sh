@@ -41,6 +41,11 @@ CFS=/sys/kernel/config/target
 
 log() { echo "[bench] $(date +%T) $*"; }
 G() { "$PYTHON" -m tcmu_rbd_lab.bench.guest "$@" --out "$OUTF"; }
+# memory is read idle, 3 s after the last job: our workers give freed memory back on
+# their first idle second (tcmu-runner keeps it).  Read at once, the 1-LUN figure held
+# LUN 0's heap from the 1M jobs (17 MB private, 8 once idle), and the added LUNs, the
+# 8-LUN figure less it, looked 2 MB a LUN cheaper than they are.
+memory() { sleep 3; G memory "$@"; }
 job_args=(--seconds "$SECS" --ramp "$RAMP")
 profile() {  # profile NAME TARGET...
   [ "$PROFILE" = 1 ] || return 0
@@ -114,13 +119,13 @@ serve() {  # serve DAEMON: the iSCSI paths, scaling and memory for one TCMU daem
   disks+=("$(export_lun 0)")
   settings "$d" "${disks[0]}"
   G jobs --path "$d" --set "$SET" "${job_args[@]}" --cpu-of "$pattern" "${disks[0]}"
-  G memory --path "$d" --luns 1 --pattern "$pattern" >/dev/null
+  memory --path "$d" --luns 1 --pattern "$pattern" >/dev/null
   for ((i = 1; i < LUNS; i++)); do disks+=("$(export_lun "$i")"); done
   for ((n = 1; n <= LUNS; n *= 2)); do
     log "$d: $n LUN(s) at once"
     G scaling --path "$d" "${job_args[@]}" --cpu-of "$pattern" "${disks[@]:0:n}" >/dev/null
   done
-  [ "$LUNS" -gt 1 ] && G memory --path "$d" --luns "$LUNS" --pattern "$pattern" >/dev/null
+  [ "$LUNS" -gt 1 ] && memory --path "$d" --luns "$LUNS" --pattern "$pattern" >/dev/null
   profile "$d" "${disks[0]}"
   [ "$LUNS" -gt 1 ] && profile "$d x$LUNS" "${disks[@]}"
   "$LAB/initiator.sh" logout >/dev/null
@@ -154,7 +159,7 @@ nbd=$(rbd-nbd map rbd/bench0)
 G settings --path rbd-nbd "max_sectors_kb=$(cat "/sys/block/${nbd#/dev/}/queue/max_sectors_kb")" \
   "nr_requests=$(cat "/sys/block/${nbd#/dev/}/queue/nr_requests")" >/dev/null
 G jobs --path rbd-nbd --set "$SET" "${job_args[@]}" --cpu-of "rbd-nbd map" "$nbd"
-G memory --path rbd-nbd --luns 1 --pattern "rbd-nbd map" >/dev/null
+memory --path rbd-nbd --luns 1 --pattern "rbd-nbd map" >/dev/null
 profile rbd-nbd "$nbd"
 rbd-nbd unmap "$nbd"
 
