@@ -230,8 +230,8 @@ class EngineBackend:
     def __init__(self, ops, dev, capacity: int = 256):
         """capacity: the queue's first size; it doubles when full (a completion is
         never dropped).  Small: the queue is a ring its writes walk round, so
-        every page of it becomes resident in time (65536 entries were 1.5 MB per
-        LUN), and only what is in flight at once needs room."""
+        every page of it becomes resident in time (65536 entries: 1.5 MB a LUN),
+        and only what is in flight at once needs room."""
         self.queue = lib.rq_create(capacity)
         if self.queue == ffi.NULL:
             raise MemoryError("engine completion queue")

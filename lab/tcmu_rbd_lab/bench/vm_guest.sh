@@ -43,8 +43,8 @@ log() { echo "[bench] $(date +%T) $*"; }
 G() { "$PYTHON" -m tcmu_rbd_lab.bench.guest "$@" --out "$OUTF"; }
 # memory is read idle, 3 s after the last job: our workers give freed memory back on
 # their first idle second (tcmu-runner keeps it).  Read at once, the 1-LUN figure held
-# LUN 0's heap from the 1M jobs (17 MB private, 8 once idle), and the added LUNs, the
-# 8-LUN figure less it, looked 2 MB a LUN cheaper than they are.
+# LUN 0's heap from the 1M jobs (17 MB private; every worker held 7.3-8.1 at the 8-LUN
+# reading), so the added LUNs, the 8-LUN figure less it, looked cheaper than they are.
 memory() { sleep 3; G memory "$@"; }
 job_args=(--seconds "$SECS" --ramp "$RAMP")
 profile() {  # profile NAME TARGET...
