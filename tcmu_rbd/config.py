@@ -2,8 +2,9 @@
 
 What belongs here: the syntax (what the kernel's dev_config and CheckConfig
 carry), its one parser (:func:`parse_config` -> :class:`RbdConfig`), the option
-tables and defaults, :class:`ConfigError`, and the osd_op_timeout rule
-(:func:`effective_osd_op_timeout`), all pure (conf=/keyring= are only stat()ed).
+tables and defaults, :class:`ConfigError`, the osd_op_timeout rule
+(:func:`effective_osd_op_timeout`) and the options a LUN's cluster clients get
+(:func:`client_options`), all pure (conf=/keyring= are only stat()ed).
 
 What does NOT: anything that talks to the cluster; checking a config against it
 (pool, image, snapshot, caps, size) is :mod:`tcmu_rbd.validate`.
@@ -50,7 +51,7 @@ from . import qos as _qos
 
 __all__ = [
     "SUBTYPE", "SUPPORTED_OPTIONS", "DEFAULT_OPTIONS", "MAX_CONFIG_BYTES",
-    "ConfigError", "RbdConfig", "parse_config", "effective_osd_op_timeout",
+    "ConfigError", "RbdConfig", "parse_config", "effective_osd_op_timeout", "client_options",
 ]
 
 SUBTYPE = "rbd"
@@ -134,15 +135,29 @@ class RbdConfig:
         return f"{SUBTYPE}/{self.image_spec}{ro} as {self.user}" + \
             (f" [{opts}]" if opts else "")
 
-    def rados_conf(self) -> dict[str, str]:
-        """Options to conf_set() on a librados handle (besides reading ``conf``)."""
-        out = {"rbd_cache": "false"}
-        if self.keyring:
-            out["keyring"] = self.keyring
-        if self.osd_op_timeout is not None:
-            out["rados_osd_op_timeout"] = str(self.osd_op_timeout)
-        out.update(_qos.librbd_conf(dict(self.qos)))
-        return out
+    def rados_conf(self, default_osd_op_timeout: float | None = None) -> dict[str, str]:
+        """Options to conf_set() on a librados handle of this config (besides
+        reading ``conf``); ``default_osd_op_timeout`` where the string names none."""
+        return client_options(self.keyring, self.osd_op_timeout or default_osd_op_timeout,
+                              self.qos)
+
+
+def client_options(keyring: str | None = None, osd_op_timeout: float | None = None,
+                   qos: tuple[tuple[str, int], ...] = ()) -> dict[str, str]:
+    """What every cluster client of a LUN is given over ceph.conf and $CEPH_ARGS
+    (conf_set): the worker's (backends/rbd.py) and the short-lived ones that check
+    or change its image (validate.py, targetcli_ext), which then bound their own
+    steps more tightly.  rbd_cache off: a completed write is on the OSDs (a pool's
+    or image's ``rbd config`` can still turn it on; backends/rbd.py handles that).
+    osd_op_timeout bounds the monitors' wait too, never under 10 s."""
+    out = {"rbd_cache": "false"}
+    if keyring:
+        out["keyring"] = keyring
+    if osd_op_timeout:
+        out["rados_osd_op_timeout"] = "%g" % osd_op_timeout
+        out["client_mount_timeout"] = "%g" % max(osd_op_timeout, 10)
+    out.update(_qos.librbd_conf(dict(qos)))
+    return out
 
 
 # --------------------------------------------------------------------------- parsing

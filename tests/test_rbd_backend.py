@@ -1,8 +1,11 @@
 """The rbd backend on the real throwaway cluster, through the emulated kernel,
 the real ring engine and the handler."""
 
+import json
 import os
+import shutil
 import subprocess
+import tempfile
 import random
 import struct
 import time
@@ -443,3 +446,35 @@ def test_image_shrunk_under_the_lun_fails_io_past_its_end_never_good(ceph, image
         assert r.read(new_end - 8, 8).data == data
     finally:
         r.close()
+
+
+def _conf_get(sock, key):
+    out = subprocess.run(["ceph", "--admin-daemon", sock, "config", "get", key],
+                         check=True, capture_output=True, text=True, timeout=60).stdout
+    return json.loads(out)[key]
+
+
+def test_client_keeps_no_recent_log_ring_unless_the_operator_sets_one(ceph, image):
+    """librados' in-memory ring of recent log entries (500 by default) is lowered to
+    one on the LUN's client, which never dumps it; a value the operator gave stays.
+    The other client options (config.client_options) are on the client too."""
+    d = tempfile.mkdtemp(prefix="asok", dir="/tmp")     # a unix socket's short path
+    try:
+        sock = os.path.join(d, "a.asok")
+        b = open_backend(ceph, image, extra_options={"admin_socket": sock})
+        try:
+            assert _conf_get(sock, "log_max_recent") == "1"
+            assert _conf_get(sock, "rbd_cache") == "false"
+            assert _conf_get(sock, "rados_osd_op_timeout") == "30"
+            assert _conf_get(sock, "client_mount_timeout") == "30"
+        finally:
+            b.close()
+        sock = os.path.join(d, "b.asok")
+        b = open_backend(ceph, image, extra_options={"admin_socket": sock,
+                                                     "log_max_recent": 200})
+        try:
+            assert _conf_get(sock, "log_max_recent") == "200"
+        finally:
+            b.close()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

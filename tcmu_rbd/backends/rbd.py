@@ -14,15 +14,15 @@ Belongs here: opening the image with its options, and this backend's calls.
 Not here: the completion queue and the fast path (ring.EngineBackend,
 native/engine.c), what a command means (scsi/).
 
-rbd_cache is turned off on the client (a completed write is on the OSDs, so
-FUA and SYNCHRONIZE CACHE need no cache flush of ours) and rados_osd_op_timeout
-is applied so a dead cluster turns into BUSY (retried by the initiator)
-instead of commands that hang.  The config string's QoS limits (qos_*) are
-set on the client too: librbd's own limiter then delays this LUN's I/O
-inside librbd, off our loop (tcmu_rbd.qos has the precedence).  A pool's or
-image's ``rbd config`` can turn the cache back on; then ``volatile_cache`` is
-True and native/rbd_aio.c flushes after FUA writes, and after every write
-while the LUN's write cache is off (``set_write_cache``).
+The client's options (tcmu_rbd.config.client_options): rbd_cache off (a
+completed write is on the OSDs, so FUA and SYNCHRONIZE CACHE need no cache
+flush of ours) and rados_osd_op_timeout, so that a dead cluster turns into
+BUSY (retried by the initiator) instead of commands that hang.  The config
+string's QoS limits (qos_*) are set on the client too: librbd's own limiter
+then delays this LUN's I/O inside librbd, off our loop (tcmu_rbd.qos has the
+precedence).  A pool's or image's ``rbd config`` can turn the cache back on;
+then ``volatile_cache`` is True and native/rbd_aio.c flushes after FUA writes,
+and after every write while the LUN's write cache is off (``set_write_cache``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import os
 
 from tcmu_rbd._native import ffi, lib
 from tcmu_rbd.backends.base import Backend
-from tcmu_rbd.qos import librbd_conf
+from tcmu_rbd.config import client_options
 from tcmu_rbd.ring import EngineBackend
 
 RBD_FEATURE_EXCLUSIVE_LOCK = 1 << 2
@@ -60,18 +60,12 @@ class RbdBackend(Backend):
     def __init__(self, pool: str, image: str, namespace: str | None = None,
                  snapshot: str | None = None, conf: str | None = None,
                  client_id: str | None = None, keyring: str | None = None,
-                 osd_op_timeout: float | None = 30, extra_options: dict | None = None):
+                 osd_op_timeout: float | None = 30, qos: tuple[tuple[str, int], ...] = (),
+                 extra_options: dict | None = None):
         super().__init__()
-        pairs = [("rbd_cache", "false")]
-        if osd_op_timeout:
-            pairs.append(("rados_osd_op_timeout", "%g" % osd_op_timeout))
-            # do not wait forever for the monitors either
-            pairs.append(("client_mount_timeout", "%g" % max(osd_op_timeout, 10)))
-        if keyring:
-            pairs.append(("keyring", keyring))
-        for k, v in (extra_options or {}).items():
-            pairs.append((k, str(v)))
-        arr, keep = _opts(pairs)
+        options = client_options(keyring, osd_op_timeout, qos)
+        options.update(extra_options or {})     # e.g. a test's admin socket
+        arr, keep = _opts((k, str(v)) for k, v in options.items())
         err = ffi.new("char[]", 512)
         enc = lambda s: s.encode() if s else ffi.NULL  # noqa: E731
         d = lib.rbd_dev_open(enc(conf), enc(client_id), pool.encode(), enc(namespace),
@@ -232,5 +226,5 @@ def open_from_config(cfg, default_osd_op_timeout: float = 30) -> RbdBackend:
     return RbdBackend(cfg.pool, cfg.image, namespace=cfg.namespace, snapshot=cfg.snapshot,
                       conf=cfg.conf, client_id=cfg.client_id, keyring=cfg.keyring,
                       osd_op_timeout=cfg.osd_op_timeout or default_osd_op_timeout,
-                      extra_options=librbd_conf(dict(cfg.qos)))
+                      qos=cfg.qos)
 
