@@ -36,6 +36,21 @@ Worker contract
 * a line over :data:`MAX_LINE` bytes is a protocol error (the supervisor
   kills the worker).
 
+Worker host (``luns_per_worker`` > 1: several devices in one process)
+-------------------------------------------------------------------
+* spawned as ``<worker_command> --host --ctl-fd FD --osd-op-timeout N --lock-grace S``
+  with the environment, stdin, stdout+stderr and session of a worker; FD is an
+  AF_UNIX seqpacket socket: each message the supervisor sends on it is one
+  :class:`Serve` (a JSON object) with the device's own control socket and, if
+  any, its metrics memfd attached (SCM_RIGHTS, in that order);
+* the host serves each such device on threads of its own, speaking the worker
+  contract above on the device's control socket, and closes that socket when it
+  has released the device: EOF there is that device's exit (a host that died
+  ends all of its devices; its exit status is theirs);
+* EOF on FD: the supervisor is gone (every device still served is blocked and
+  stopped, as above), or it has no device left for this host: the host exits
+  once its devices are released.  SIGTERM stops every device.
+
 Restart recovery after a supervisor crash (kill -9): the old workers stop by
 themselves (above); any still holding /dev/uioN is stopped by the new
 supervisor (SIGTERM, SIGKILL after worker_stop_timeout) before it resets the
@@ -283,3 +298,46 @@ class LineDecoder:
                 self._skipping = True
             self._buf.clear()
         return out
+
+
+# --- supervisor -> worker host: a device to serve ----------------------------
+
+
+@dataclass(frozen=True)
+class Serve:
+    """Serve device ``uio``; its control socket (and metrics memfd, if
+    ``metrics``) travel with the message."""
+
+    uio: str
+    metrics: bool = False
+
+    def wire(self) -> dict:
+        return {"op": "serve", "uio": self.uio, "metrics": self.metrics}
+
+    def fds(self) -> int:
+        """How many descriptors the message carries."""
+        return 1 + self.metrics
+
+
+def encode_serve(msg: Serve) -> bytes:
+    return json.dumps(msg.wire()).encode()
+
+
+def decode_serve(data: bytes, nfds: int) -> Serve:
+    """A host message, checked against the descriptors that came with it;
+    ValueError says what is wrong."""
+    try:
+        obj = json.loads(data)
+    except ValueError as e:
+        raise ValueError(f"not JSON: {e}") from None
+    if not isinstance(obj, dict) or obj.get("op") != "serve":
+        raise ValueError(f"not a serve message: {data[:200]!r}")
+    uio, metrics = obj.get("uio"), obj.get("metrics", False)
+    if not isinstance(uio, str) or not uio.startswith("uio") or not uio[3:].isdigit():
+        raise ValueError(f"bad device name {uio!r}")
+    if not isinstance(metrics, bool):
+        raise ValueError(f"metrics: {metrics!r} is not true or false")
+    msg = Serve(uio, metrics)
+    if nfds != msg.fds():
+        raise ValueError(f"{nfds} descriptors with the message, {msg.fds()} expected")
+    return msg

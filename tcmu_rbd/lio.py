@@ -100,11 +100,12 @@ class Holder:
 
     def is_worker_of(self, uio: str) -> bool:
         """A tcmu-rbd worker for this device (by the worker's arguments,
-        ``--uio uioN --ctl-fd FD``), e.g. one left behind by a supervisor that
-        was SIGKILLed."""
+        ``--uio uioN --ctl-fd FD``, or a worker host's, ``--host --ctl-fd FD``,
+        which serves the devices it holds), e.g. one left behind by a supervisor
+        that was SIGKILLed."""
         a = self.argv
-        return "--ctl-fd" in a and any(a[i] == "--uio" and a[i + 1] == uio
-                                       for i in range(len(a) - 1))
+        return "--ctl-fd" in a and ("--host" in a or any(a[i] == "--uio" and a[i + 1] == uio
+                                                         for i in range(len(a) - 1)))
 
     def describe(self) -> str:
         return f"pid {self.pid} ({' '.join(self.argv)[:120] or '?'})"

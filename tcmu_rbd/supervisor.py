@@ -1,11 +1,11 @@
-"""The supervisor: one worker process per TCMU device, and the kernel kept answered.
+"""The supervisor: a worker per TCMU device, and the kernel kept answered.
 
 Belongs here: the per-device state machine (:class:`ServedDevice`: starting,
 ready, backoff, stopping), answering every TCM-USER netlink event exactly
 once and within a bound, restart recovery (block, stop stale holders, reset
 the ring, start, unblock), crash restarts with backoff, resync after lost
 events, and the graceful shutdown.  Policy on when to block, reset or restart
-a device lives here and nowhere else.
+a device lives here and nowhere else (worker hosts: worker_process.HostPool).
 
 Not here: reading or writing the kernel's files (lio.py), netlink encoding
 (netlink.py), the worker protocol and process handling (control.py,
@@ -30,7 +30,8 @@ from .lio import Kernel, TcmuDevice, UioName
 from .logs import DevLog, redact
 from .metrics import LunRegion
 from .settings import Settings
-from .worker_process import KILL_GRACE, WorkerProcess, default_worker_command, describe_exit
+from .worker_process import (KILL_GRACE, HostPool, WorkerProcess, default_worker_command,
+                             describe_exit)
 
 if TYPE_CHECKING:
     from .mainloop import Timer
@@ -99,6 +100,8 @@ class Supervisor:
         self.worker_command = worker_command or settings.worker_command or default_worker_command()
         self.devices: dict[str, ServedDevice] = {}
         self.zombies: set[WorkerProcess] = set()  # workers of devices already forgotten
+        self.hosts = HostPool(self.worker_command, settings, loop, log,
+                              on_exit=lambda h: self._check_shutdown())
         self.shutting_down = False
         self._shutdown_cb = None
         self._recovering: set[str] = set()
@@ -386,7 +389,8 @@ class Supervisor:
                 on_ready=functools.partial(self._worker_ready, dev),
                 on_failed=functools.partial(self._worker_failed, dev),
                 on_exit=functools.partial(self._worker_exited, dev),
-                metrics_fd=dev.metrics.fd if dev.metrics is not None else None)
+                metrics_fd=dev.metrics.fd if dev.metrics is not None else None,
+                host=self.hosts.place())
         except OSError as e:
             dev.worker = None
             dev.log.error("cannot start a worker: %s", e)
@@ -576,7 +580,8 @@ class Supervisor:
         self._check_shutdown()
 
     def _check_shutdown(self) -> None:
-        if self.shutting_down and not self.devices and not self.zombies:
+        if self.shutting_down and not self.devices and not self.zombies \
+                and not self.hosts.serving():
             self._finish_shutdown()
 
     def _finish_shutdown(self) -> None:

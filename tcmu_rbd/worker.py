@@ -1,4 +1,5 @@
-"""One TCMU device, served by one process: ``python -m tcmu_rbd.worker``.
+"""One TCMU device, served by one process: ``python -m tcmu_rbd.worker``
+(or, with ``--host``, on threads of a process serving several: worker_host.py).
 
 Belongs here: the worker side of the contract in control.py (its command
 line, the first line it sends, its answers to requests), opening the image
@@ -52,6 +53,7 @@ from tcmu_rbd.logs import configure_worker_logging
 from tcmu_rbd.metrics import LunRegion, MetricsError
 from tcmu_rbd.ring import UioRing
 from tcmu_rbd.settings import ENV_LOG_LEVEL, ENV_SUPERVISOR_PID
+from tcmu_rbd.worker_host import WorkerHost
 
 log = logging.getLogger("tcmu_rbd.worker")
 
@@ -397,8 +399,11 @@ class Worker:
         h = self.handler
         if self.ctl is not None:
             self.ctl.setblocking(False)
-        h.serve(h.ring.fd, self.ctl.fileno() if self.ctl is not None else None, self.on_control)
-        self.release()
+        try:
+            h.serve(h.ring.fd, self.ctl.fileno() if self.ctl is not None else None,
+                    self.on_control)
+        finally:    # even after a failure: the image's lock released, the ring let go
+            self.release()
 
     def release(self) -> None:
         """Give the device back: the failover thread's last cluster call, the
@@ -418,10 +423,13 @@ class Worker:
 REQUIRED = object()
 OPTIONS = {"--uio": (str, REQUIRED), "--ctl-fd": (int, None), "--osd-op-timeout": (float, 30.0),
            "--lock-grace": (float, DEFAULT_GRACE), "--metrics-fd": (int, None),
-           "--log-level": (str, None)}
+           "--log-level": (str, None), "--host": (bool, False)}
 USAGE = ("usage: python3 -m tcmu_rbd.worker --uio uioN [--ctl-fd FD] [--osd-op-timeout S] "
          "[--lock-grace S] [--metrics-fd FD] [--log-level LEVEL]\n"
-         "One TCMU device, served by one process (started by the tcmu-rbd daemon).")
+         "       python3 -m tcmu_rbd.worker --host --ctl-fd FD [--osd-op-timeout S] "
+         "[--lock-grace S] [--log-level LEVEL]\n"
+         "One TCMU device served by one process, or (--host) the devices the daemon "
+         "sends over FD (started by the tcmu-rbd daemon).")
 
 
 class UsageError(ValueError):
@@ -440,6 +448,11 @@ def parse_args(argv: list[str], environ=os.environ) -> types.SimpleNamespace:
         flag, eq, value = arg.partition("=")
         if flag not in OPTIONS:
             raise UsageError("unknown argument %r" % arg)
+        if OPTIONS[flag][0] is bool:            # a switch
+            if eq:
+                raise UsageError("%s takes no value" % flag)
+            got[flag] = True
+            continue
         if not eq:
             value = next(it, None)
             if value is None:
@@ -452,12 +465,55 @@ def parse_args(argv: list[str], environ=os.environ) -> types.SimpleNamespace:
                              % (flag, "a whole" if kind is int else "a", value)) from None
     for flag, (_, default) in OPTIONS.items():
         if flag not in got:
-            if default is REQUIRED:
+            if default is REQUIRED and not got.get("--host"):
                 raise UsageError("%s is required" % flag)
-            got[flag] = default
+            got[flag] = None if default is REQUIRED else default
+    if got["--host"] and (got["--uio"] is not None or got["--metrics-fd"] is not None
+                          or got["--ctl-fd"] is None):
+        raise UsageError("--host takes its devices over --ctl-fd, not --uio or --metrics-fd")
     if got["--log-level"] is None:
         got["--log-level"] = environ.get(ENV_LOG_LEVEL, "info")
     return types.SimpleNamespace(**{f[2:].replace("-", "_"): v for f, v in got.items()})
+
+
+def serve_device(uio: str, ctl: socket.socket | None, args: types.SimpleNamespace,
+                 supervisor_pid: int | None, metrics_fd: int | None = None,
+                 started=None) -> int:
+    """Serve one device until it is stopped: in a worker process of its own, or on a
+    thread of a worker host (worker_host.py).  ``started(worker)`` once it is open,
+    before "ready" (where the caller hooks its signals).  Returns the exit code."""
+    dev = Kernel().device(uio)
+    if dev is None:
+        msg = "cannot read device %s: no TCMU device of that name in sysfs" % uio
+        log.error(msg)
+        _send(ctl, control.Failed(msg))
+        return 1
+    region = None
+    if metrics_fd is not None:
+        try:
+            region = LunRegion(metrics_fd)
+        except (MetricsError, OSError) as e:
+            log.warning("%s: serving without metrics: %s", dev.label, e)
+    w = Worker(dev, ctl, args.osd_op_timeout, args.lock_grace, metrics=region)
+    w.supervisor_pid = supervisor_pid
+    try:
+        w.start()
+    except Exception as e:
+        log.error("%s: cannot serve: %s", dev.label, e)
+        w.send(control.Failed("%s: %s" % (dev.name.name, e)))
+        return 1
+    if started is not None:
+        started(w)
+    try:
+        w.send(control.Ready())
+    except OSError as e:        # the supervisor gave up on it meanwhile (worker_process)
+        log.warning("%s: the supervisor is no longer waiting (%s): releasing the device",
+                    dev.label, e)
+        w.release()
+        return 1
+    w.serve()
+    log.info("%s: stopped", dev.label)
+    return 0
 
 
 def main(argv=None) -> int:
@@ -476,37 +532,17 @@ def main(argv=None) -> int:
     try:
         supervisor_pid = follow_supervisor()
     except SupervisorGone as e:
-        log.error("%s: %s", args.uio, e)
+        log.error("%s: %s", args.uio or "worker host", e)
         return 1
-    dev = Kernel().device(args.uio)
-    if dev is None:
-        msg = "cannot read device %s: no TCMU device of that name in sysfs" % args.uio
-        log.error(msg)
-        _send(ctl, control.Failed(msg))
-        return 1
-    region = None
-    if args.metrics_fd is not None:
-        try:
-            region = LunRegion(args.metrics_fd)
-        except (MetricsError, OSError) as e:
-            log.warning("%s: serving without metrics: %s", dev.label, e)
-    w = Worker(dev, ctl, args.osd_op_timeout, args.lock_grace, metrics=region)
-    w.supervisor_pid = supervisor_pid
-    try:
-        w.start()
-    except Exception as e:
-        log.error("%s: cannot serve: %s", dev.label, e)
-        w.send(control.Failed("%s: %s" % (dev.name.name, e)))
-        return 1
+    if args.host:
+        return WorkerHost(ctl, args, supervisor_pid, serve_device).run()
 
-    def stop(signum, frame):
-        w.on_signal()
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    w.send(control.Ready())
-    w.serve()
-    log.info("%s: stopped", dev.label)
-    return 0
+    def started(w: Worker) -> None:
+        def stop(signum, frame):
+            w.on_signal()
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+    return serve_device(args.uio, ctl, args, supervisor_pid, args.metrics_fd, started)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
-"""The supervisor's handle on one worker process.
+"""The supervisor's handle on one device's worker, and on a worker host.
 
 Belongs here: starting a worker as the contract says (control.py), reading
 its control socket and relaying its stderr into the log, numbering requests
 and answering each one exactly once (answer, timeout or exit), stopping and
 killing it, and reporting what it does through three callbacks (ready,
-failed, exited).
+failed, exited).  A device's worker is a process of its own or, with
+``luns_per_worker`` > 1, threads of a :class:`WorkerHost` process shared with
+other devices (worker_host.py): the same handle, the same contract on the
+device's own control socket; its exit is that socket's EOF, and killing it
+kills the host with every device there.
 
 Not here: the protocol's messages and framing (control.py), what a worker's
 state means for its device and the kernel (supervisor.py), and the worker
@@ -13,6 +17,7 @@ itself (worker.py).
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import errno
 import os
@@ -54,6 +59,119 @@ def worker_args(uio: str, ctl_fd: int, settings: Settings, metrics_fd: int | Non
             ] + ([] if metrics_fd is None else ["--metrics-fd", str(metrics_fd)])
 
 
+def host_args(ctl_fd: int, settings: Settings) -> list[str]:
+    """A worker host's command line after the command."""
+    return ["--host", "--ctl-fd", str(ctl_fd), "--osd-op-timeout", str(settings.osd_op_timeout),
+            "--lock-grace", str(settings.lock_grace)]
+
+
+def start_process(command: list[str], args: list[str], settings: Settings, pass_fds: list[int],
+                  log) -> tuple[int, "subprocess.Popen | None", int]:
+    """A worker (or host) process as the contract says, forked by the daemon's
+    spawner (it shares the imports' memory: spawner.py) or else exec'd: its pid,
+    its Popen when exec'd, and the read end of its stdout+stderr pipe."""
+    cmd = list(command) + args
+    env = dict(os.environ)
+    if settings.path:
+        env[settings_mod.ENV_CONFIG] = settings.path
+    env[settings_mod.ENV_LOG_LEVEL] = settings.log_level
+    # the worker dies with us (PR_SET_PDEATHSIG; see worker.follow_supervisor)
+    env[settings_mod.ENV_SUPERVISOR_PID] = str(os.getpid())
+    r, w = os.pipe()
+    try:
+        proc, pid = None, None
+        s = spawner.shared() if command == default_worker_command() else None
+        if s is not None:
+            try:
+                pid = s.spawn(cmd, pass_fds, w, env)
+            except OSError as e:
+                log.warning("%s; starting the worker with exec", e)
+        if pid is None:
+            proc = subprocess.Popen(cmd, pass_fds=pass_fds, stdin=subprocess.DEVNULL, stdout=w,
+                                    stderr=w, env=env, start_new_session=True)
+            pid = proc.pid
+    except BaseException:
+        os.close(r)
+        raise
+    finally:
+        os.close(w)
+    os.set_blocking(r, False)
+    return pid, proc, r
+
+
+def socket_for(kind: int, start: Callable[[int], None]) -> socket.socket:
+    """A socket pair whose other end ``start(fd)`` hands to a process (or host):
+    our end; theirs is closed here once handed over, or on failure."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, kind)
+    try:
+        start(theirs.fileno())
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return ours
+
+
+def exit_code(status: int) -> int:
+    try:
+        return os.waitstatus_to_exitcode(status)
+    except ValueError:
+        return status
+
+
+def _forks_failed(log) -> None:
+    """A forked worker died before it ran (its traceback is in the log): exec from now on."""
+    log.error("a forked worker could not be set up (see its traceback): "
+              "workers start with exec from now on")
+    spawner.disable()
+
+
+class StderrRelay:
+    """A worker's stdout+stderr pipe, relayed line by line into ``log`` (an
+    sd-daemon ``<N>`` prefix sets the level) until EOF."""
+
+    def __init__(self, fd: int, loop, log):
+        self.fd, self.loop, self.log = fd, loop, log
+        self._buf = b""
+        self._watch: int | None = loop.add_reader(fd, self.drain)
+
+    def drain(self) -> None:
+        if self.fd < 0:
+            return
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                data = b""
+            if not data:
+                self._flush(final=True)
+                self.close()
+                return
+            self._buf += data
+            self._flush()
+
+    def _flush(self, final: bool = False) -> None:
+        while b"\n" in self._buf or (final and self._buf):
+            line, _, self._buf = self._buf.partition(b"\n")
+            text = line.decode("utf-8", "replace").rstrip()
+            if text:
+                level, text = relayed_level(text)
+                self.log.log(level, "worker: %s", text)
+        if len(self._buf) > control.MAX_LINE:  # no newline in sight: drop it
+            self._buf = b""
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self.loop.remove(self._watch)
+            self._watch = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 #: ``cb(ok, error, errno)`` of a request
 AnswerCallback = Callable[[bool, "str | None", int], None]
 
@@ -70,7 +188,7 @@ class WorkerProcess:
                  on_ready: Callable[["WorkerProcess"], None],
                  on_failed: Callable[["WorkerProcess", str, int], None],
                  on_exit: Callable[["WorkerProcess", int], None],
-                 metrics_fd: int | None = None):
+                 metrics_fd: int | None = None, host: "WorkerHost | None" = None):
         self.uio = uio
         self.log = log
         self.loop = loop
@@ -82,61 +200,30 @@ class WorkerProcess:
         self._ids = 0
         self._pending: dict[int, tuple] = {}  # id -> (op, callback, timer)
         self._decoder = control.LineDecoder()
-        self._errbuf = b""
         self._ctl_watch: int | None = None
-        self._err_watch: int | None = None
         self._kill_timer = None
+        self.proc = None
+        self._relay: StderrRelay | None = None
+        self.host = host
+        self._abandoned = False
 
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            cmd = list(command) + worker_args(uio, child.fileno(), settings, metrics_fd)
-            env = dict(os.environ)
-            if settings.path:
-                env[settings_mod.ENV_CONFIG] = settings.path
-            env[settings_mod.ENV_LOG_LEVEL] = settings.log_level
-            # the worker dies with us (PR_SET_PDEATHSIG; see worker.follow_supervisor)
-            env[settings_mod.ENV_SUPERVISOR_PID] = str(os.getpid())
-            pass_fds = [child.fileno()] + ([] if metrics_fd is None else [metrics_fd])
-            r, w = os.pipe()
-            try:
-                self.proc = None
-                self.pid = self._fork(cmd, pass_fds, w, env) if command == default_worker_command() \
-                    else None
-                if self.pid is None:
-                    self.proc = subprocess.Popen(
-                        cmd, pass_fds=pass_fds, stdin=subprocess.DEVNULL, stdout=w, stderr=w,
-                        env=env, start_new_session=True)
-                    self.pid = self.proc.pid
-            except BaseException:
-                os.close(r)
-                raise
-            finally:
-                os.close(w)
-        except BaseException:
-            parent.close()
-            child.close()
-            raise
-        child.close()
-        self._sock = parent
+        def start(fd: int) -> None:
+            pass_fds = [fd] + ([] if metrics_fd is None else [metrics_fd])
+            if host is not None:
+                host.attach(self, control.Serve(uio, metrics_fd is not None), pass_fds)
+                self.pid = host.pid
+            else:
+                self.pid, self.proc, self._errfd = start_process(
+                    command, worker_args(uio, fd, settings, metrics_fd), settings, pass_fds, log)
+        self._sock = socket_for(socket.SOCK_STREAM, start)
         self._sock.setblocking(False)
-        self._errfd = r
-        os.set_blocking(r, False)
         self._ctl_watch = self.loop.add_reader(self._sock.fileno(), self._on_ctl)
-        self._err_watch = self.loop.add_reader(self._errfd, self._on_stderr)
+        if host is not None:
+            self.log.info("served by worker host pid %d", self.pid)
+            return
+        self._relay = StderrRelay(self._errfd, loop, log)
         self.loop.watch_child(self.pid, self._on_exit)
         self.log.info("worker pid %d started", self.pid)
-
-    def _fork(self, cmd, pass_fds, out_fd, env) -> int | None:
-        """The worker forked from the daemon's spawner (spawner.py: it shares the
-        imports' memory); None where there is none or it failed: exec."""
-        s = spawner.shared()
-        if s is None:
-            return None
-        try:
-            return s.spawn(cmd, pass_fds, out_fd, env)
-        except OSError as e:
-            self.log.warning("%s; starting the worker with exec", e)
-            return None
 
     # -- requests -----------------------------------------------------------
 
@@ -190,11 +277,40 @@ class WorkerProcess:
             self.kill()
 
     def kill(self) -> None:
-        if not self.exited:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        if self.exited:
+            return
+        if self.host is not None and not self.ready:
+            self._abandon()
+            return
+        if self.host is not None:
+            self.host.kill(f"{self.uio} did not answer in time")
+            return
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def _hosted_eof(self) -> None:
+        if not self.exited and not self.host.dying():
+            self._exited(0)
+
+    def _abandon(self) -> None:
+        """A hosted device not ready yet (still opening its image, which
+        client_mount_timeout bounds) is let go of, not killed with its host: its
+        socket is closed, so that the thread cleans up after itself once the open
+        returns (it holds no ring before).  Reported as an exit, later, as a
+        process's exit would be."""
+        if self._abandoned:
+            return
+        self._abandoned = True
+        self.log.warning("letting go of the device's thread in worker host pid %d (it ends "
+                         "when its image open returns)", self.pid)
+        self._unwatch("_ctl_watch")
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+        self.loop.call_later(0, lambda: self._exited(-signal.SIGKILL))
 
     # -- control socket -----------------------------------------------------
 
@@ -248,6 +364,12 @@ class WorkerProcess:
                              control.encode(msg))
 
     def _close_ctl(self) -> None:
+        if self.host is not None and not self.exited:
+            # a hosted device's end; when the host died, its exit tells how (a dying
+            # process closes its fds a moment before it becomes a zombie)
+            self._unwatch("_ctl_watch")
+            self.loop.call_later(0.2, self._hosted_eof)
+            return
         if not self.exited:
             # normally the exit follows at once; a worker that only closed the
             # socket is unreachable and gets killed
@@ -264,68 +386,156 @@ class WorkerProcess:
             setattr(self, attr, None)
             self.loop.remove(source)
 
-    # -- stderr ---------------------------------------------------------------
-
-    def _on_stderr(self) -> None:
-        if self._errfd < 0:
-            return
-        while True:
-            try:
-                data = os.read(self._errfd, 65536)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                data = b""
-            if not data:
-                self._flush_stderr(final=True)
-                self._unwatch("_err_watch")
-                os.close(self._errfd)
-                self._errfd = -1
-                return
-            self._errbuf += data
-            self._flush_stderr()
-
-    def _flush_stderr(self, final: bool = False) -> None:
-        while b"\n" in self._errbuf or (final and self._errbuf):
-            line, _, self._errbuf = self._errbuf.partition(b"\n")
-            text = line.decode("utf-8", "replace").rstrip()
-            if text:
-                level, text = relayed_level(text)
-                self.log.log(level, "worker: %s", text)
-        if len(self._errbuf) > control.MAX_LINE:  # no newline in sight: drop it
-            self._errbuf = b""
-
     # -- exit -------------------------------------------------------------------
 
     def _on_exit(self, status: int) -> None:
-        self.exited = True
-        try:
-            code = os.waitstatus_to_exitcode(status)
-        except ValueError:
-            code = status
-        self.exit_code = code
+        code = exit_code(status)
         if self.proc is not None:
             self.proc.returncode = code  # reaped by the loop: Popen must not wait for it
         elif code == spawner.SETUP_FAILED and not self._first_line_seen:
-            self.log.error("a forked worker could not be set up (see its traceback): "
-                           "workers start with exec from now on")
-            spawner.disable()
+            _forks_failed(self.log)
+        self._exited(code)
+
+    def _exited(self, code: int) -> None:
+        """Once: the process exited (or, hosted, the device's thread ended or its
+        host exited with ``code``)."""
+        if self.exited:
+            return
+        self.exited = True
+        self.exit_code = code
         if self._kill_timer:
             self._kill_timer.cancel()
         # drain what is left
-        self._on_ctl()
-        self._on_stderr()
+        if not self._abandoned:
+            self._on_ctl()
+        if self._relay is not None:
+            self._relay.drain()
+            self._relay.close()
         self._unwatch("_ctl_watch")
-        self._unwatch("_err_watch")
         try:
             self._sock.close()
         except OSError:
             pass
-        if self._errfd >= 0:
-            os.close(self._errfd)
-            self._errfd = -1
+        if self.host is not None:
+            self.host.detach(self)
         pending, self._pending = self._pending, {}
         for op, cb, timer in pending.values():
             timer.cancel()
             cb(False, f"{op}: the worker exited ({describe_exit(code)})", errno.EIO)
         self._on_exit_cb(self, code)
+
+
+class WorkerHost:
+    """One worker host process (worker_host.py): the devices attached to it,
+    sent over its seqpacket host socket; its stderr relayed into ``log``.  Closed
+    (its socket shut, so that it exits) once its last device is gone; its exit
+    ends every device still attached.  ``on_exit(host)`` after that."""
+
+    def __init__(self, command: list[str], settings: Settings, loop, log, capacity: int,
+                 on_exit: Callable[["WorkerHost"], None]):
+        self.loop, self.log, self.capacity, self._on_exit_cb = loop, log, capacity, on_exit
+        self.devices: list[WorkerProcess] = []
+        self.served = 0                       # devices ever attached
+        self.exited = self.closed = False
+        self.exit_code: int | None = None
+        def start(fd: int) -> None:
+            self.pid, self.proc, self._errfd = start_process(
+                command, host_args(fd, settings), settings, [fd], log)
+        self._sock = socket_for(socket.SOCK_SEQPACKET, start)
+        self._relay = StderrRelay(self._errfd, loop, log)
+        loop.watch_child(self.pid, self._on_exit)
+        log.info("worker host pid %d started (up to %d LUNs)", self.pid, capacity)
+
+    def has_room(self) -> bool:
+        return not (self.exited or self.closed) and len(self.devices) < self.capacity
+
+    def attach(self, w: WorkerProcess, msg: control.Serve, fds: list[int]) -> None:
+        """Send a device to the host (OSError when it cannot be reached)."""
+        if self.exited or self.closed:
+            raise OSError(errno.ESRCH, f"worker host pid {self.pid} is gone")
+        self._sock.sendmsg([control.encode_serve(msg)],
+                           [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        self.devices.append(w)
+        self.served += 1
+
+    def detach(self, w: WorkerProcess) -> None:
+        if w in self.devices:
+            self.devices.remove(w)
+        if not self.devices and not self.exited:
+            self.close()
+
+    def close(self) -> None:
+        """No device left: EOF on its socket lets the host exit."""
+        if not self.closed:
+            self.closed = True
+            self._sock.close()
+
+    def dying(self) -> bool:
+        """Exited, or dead and not reaped yet (its devices' EOF can come first)."""
+        if self.exited:
+            return True
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                return f.read().rpartition(")")[2].split()[0] in ("Z", "X")
+        except (OSError, IndexError):
+            return True
+
+    def kill(self, why: str) -> None:
+        if self.exited:
+            return
+        self.log.error("%s: killing worker host pid %d and with it %s", why, self.pid,
+                       ", ".join(w.uio for w in self.devices) or "no other device")
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def _on_exit(self, status: int) -> None:
+        code = exit_code(status)
+        self.exited = True
+        self.exit_code = code
+        if self.proc is not None:
+            self.proc.returncode = code
+        elif code == spawner.SETUP_FAILED and not self.served:
+            _forks_failed(self.log)
+        self._relay.drain()
+        self._relay.close()
+        if not self.closed:
+            self.closed = True
+            self._sock.close()
+        if self.devices:
+            self.log.error("worker host pid %d exited (%s) serving %s", self.pid,
+                           describe_exit(code), ", ".join(w.uio for w in self.devices))
+        for w in list(self.devices):
+            w._exited(code)
+        self._on_exit_cb(self)
+
+
+class HostPool:
+    """Where a device's worker goes: nowhere (None: a process of its own) while
+    ``luns_per_worker`` is 1, else a worker host with room, started when none has."""
+
+    def __init__(self, command: list[str], settings: Settings, loop, log,
+                 on_exit: Callable[[WorkerHost], None]):
+        self.command, self.settings, self.loop, self.log = command, settings, loop, log
+        self._on_exit = on_exit
+        self.hosts: list[WorkerHost] = []
+
+    def place(self) -> WorkerHost | None:
+        n = self.settings.luns_per_worker
+        if n <= 1:
+            return None
+        for h in self.hosts:
+            if h.has_room():
+                return h
+        h = WorkerHost(self.command, self.settings, self.loop, self.log, n,
+                       on_exit=self._exited)
+        self.hosts.append(h)
+        return h
+
+    def serving(self) -> bool:
+        return any(h.devices for h in self.hosts)
+
+    def _exited(self, h: WorkerHost) -> None:
+        self.hosts.remove(h)
+        self._on_exit(h)

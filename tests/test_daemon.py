@@ -46,6 +46,9 @@ def test_settings_example_file_is_valid_and_default():
         ("[daemon]\nworker_start_timeout = -1\n", "must be > 0"),
         ("[daemon]\nworker_start_timeout = soon\n", "is not a number"),
         ("[daemon]\ndbus = maybe\n", "not a boolean"),
+        ("[daemon]\nluns_per_worker = 0\n", "'0' is not a whole number from 1 to 256"),
+        ("[daemon]\nluns_per_worker = 2.5\n", "'2.5' is not a whole number from 1 to 256"),
+        ("[daemon]\nluns_per_worker = 257\n", "'257' is not a whole number from 1 to 256"),
         ("[daemon]\nfoo = 1\n", "unknown key 'foo'"),
         ("[rbd]\nosd_op_timeout = 1.5\n", "not an integer"),
         ("[other]\n", "unknown section [other]"),
@@ -60,9 +63,11 @@ def test_settings_errors(text, msg):
 
 def test_settings_resolution(tmp_path):
     f = tmp_path / "a.conf"
-    f.write_text("[daemon]\nlog_level = debug\ndbus = no\n[rbd]\nosd_op_timeout = 0\n")
+    f.write_text("[daemon]\nlog_level = debug\ndbus = no\nluns_per_worker = 8\n"
+                 "[rbd]\nosd_op_timeout = 0\n")
     s = st.load(None, {"TCMU_RBD_CONFIG": str(f)})
     assert (s.log_level, s.dbus, s.osd_op_timeout, s.path) == ("debug", False, 0, str(f))
+    assert s.luns_per_worker == 8
     s = st.load(str(f), {"TCMU_RBD_LOG_LEVEL": "ERROR"})
     assert s.log_level == "error"
     with pytest.raises(st.SettingsError, match="does not exist"):

@@ -157,6 +157,9 @@ def test_holder_recognises_workers_by_their_contract_arguments():
     assert w.is_worker_of("uio0") and not w.is_worker_of("uio1")
     assert not lio.Holder(2, ("fio", "--uio", "uio0")).is_worker_of("uio0")
     assert not lio.Holder(3, ("x", "--ctl-fd", "7", "--uio")).is_worker_of("uio0")
+    # a worker host serves whichever devices it holds
+    host = lio.Holder(5, ("python3", "-m", "tcmu_rbd.worker", "--host", "--ctl-fd", "7"))
+    assert host.is_worker_of("uio0") and host.is_worker_of("uio9")
     assert lio.Holder(4, ()).describe() == "pid 4 (?)"
 
 

@@ -304,11 +304,15 @@ def test_a_worker_keeps_its_threads_to_one_malloc_arena():
 
 def test_the_worker_reads_the_command_line_the_supervisor_builds():
     from tcmu_rbd.settings import Settings
-    from tcmu_rbd.worker_process import worker_args
+    from tcmu_rbd.worker_process import host_args, worker_args
     s = Settings(osd_op_timeout=45, lock_grace=2.5)
     a = wk.parse_args(worker_args("uio3", 15, s, 9), environ={})
     assert vars(a) == {"uio": "uio3", "ctl_fd": 15, "osd_op_timeout": 45.0, "lock_grace": 2.5,
-                       "metrics_fd": 9, "log_level": "info"}
+                       "metrics_fd": 9, "log_level": "info", "host": False}
+    # a worker host's: its devices come over the socket, not on the command line
+    a = wk.parse_args(host_args(7, s), environ={})
+    assert vars(a) == {"uio": None, "ctl_fd": 7, "osd_op_timeout": 45.0, "lock_grace": 2.5,
+                       "metrics_fd": None, "log_level": "info", "host": True}
     a = wk.parse_args(worker_args("uio3", 15, s, None), environ={"TCMU_RBD_LOG_LEVEL": "debug"})
     assert (a.metrics_fd, a.log_level) == (None, "debug")
     # --flag=value too; the defaults where a flag is absent
@@ -323,6 +327,10 @@ def test_the_worker_reads_the_command_line_the_supervisor_builds():
     (["--uio", "uio0", "--lock-grace", "soon"], "--lock-grace: not a number: 'soon'"),
     (["--ui", "uio0"], "unknown argument '--ui'"),           # no abbreviations
     (["uio0"], "unknown argument 'uio0'"),
+    (["--host=1", "--ctl-fd", "3"], "--host takes no value"),
+    (["--host"], "--host takes its devices over --ctl-fd, not --uio or --metrics-fd"),
+    (["--host", "--ctl-fd", "3", "--uio", "uio0"],
+     "--host takes its devices over --ctl-fd, not --uio or --metrics-fd"),
 ])
 def test_a_bad_worker_command_line_is_refused_with_its_reason(argv, error):
     with pytest.raises(wk.UsageError) as e:
