@@ -274,3 +274,10 @@ def test_many_luns_helper_refuses_an_incomplete_up():
     from tcmu_rbd_lab.bench import many
     with pytest.raises(SystemExit):
         many.main(["up", "--luns", "2", "--target", "iqn.2003-01.x:y"])
+
+
+def test_vm_passes_alternate_with_the_hosted_daemon_in_each_round():
+    from tcmu_rbd_lab.bench.vm import alternation
+    assert alternation(2) == ("tcmu-rbd", "tcmu-runner") * 2
+    assert alternation(2, 8) == ("tcmu-rbd", "tcmu-rbd:8", "tcmu-runner") * 2
+    assert alternation(1, 1) == ("tcmu-rbd", "tcmu-runner")     # 1 is the default model

@@ -44,6 +44,9 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default="project", choices=["project", "ceph-iscsi", "stock"],
                     help="vm: the backstores' settings: targetcli-rbd's (hw_max_sectors 2048, "
                          "64 MiB data area), ceph-iscsi's (1024, 8 MiB), or targetcli's defaults")
+    ap.add_argument("--hosted", type=int, default=0, metavar="N",
+                    help="vm: also tcmu-rbd with luns_per_worker = N (several LUNs a worker "
+                         "process) in each round, as path tcmu-rbd:N")
     ap.add_argument("--luns", type=int, default=4, help="scaling: up to this many LUNs (1, 2, 4...)")
     ap.add_argument("--many", type=int, default=0,
                     help="vm: after the passes, this many LUNs on one gateway, once per daemon "
@@ -71,7 +74,7 @@ def main(argv=None) -> int:
     if a.what in ("vm", "all"):
         from tcmu_rbd_lab.bench.vm import alternation, bench_vm, profiles
         rows += bench_vm(out / "vm", set_name=a.set, seconds=secs("vm"), ramp=a.ramp,
-                         luns=a.luns, daemons=alternation(a.pairs), profile=a.profile,
+                         luns=a.luns, daemons=alternation(a.pairs, a.hosted), profile=a.profile,
                          config=a.config, many=a.many)
         profiled = profiles(out / "vm")
     rows = report.annotate(rows)

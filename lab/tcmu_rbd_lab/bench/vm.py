@@ -16,8 +16,11 @@ GUEST = Path(__file__).with_name("vm_guest.sh")
 PAIRS = 3
 
 
-def alternation(pairs: int = PAIRS) -> tuple:
-    return ("tcmu-rbd", "tcmu-runner") * pairs
+def alternation(pairs: int = PAIRS, hosted: int = 0) -> tuple:
+    """The passes: tcmu-rbd, tcmu-runner, ...; with ``hosted`` N, tcmu-rbd with
+    luns_per_worker = N ("tcmu-rbd:N") beside them in each round."""
+    return (("tcmu-rbd",) + ((f"tcmu-rbd:{hosted}",) if hosted > 1 else ())
+            + ("tcmu-runner",)) * pairs
 
 
 DAEMONS = alternation()

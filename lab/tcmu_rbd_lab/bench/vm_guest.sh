@@ -11,7 +11,7 @@
 # also runs 1, 2, 4 LUNs at once (one iSCSI session each) and reads the daemon's
 # memory with 1 and with 4 LUNs.
 # Knobs (environment): BENCH_SET full|quick, BENCH_SECONDS, BENCH_RAMP, BENCH_LUNS
-# (the most LUNs at once), BENCH_DAEMONS, BENCH_PROFILE=1 (perf of the whole VM during
+# (the most LUNs at once), BENCH_DAEMONS (tcmu-rbd:N: ours with luns_per_worker = N), BENCH_PROFILE=1 (perf of the whole VM during
 # the scaling job on each path: profile-<path>.txt), BENCH_MANY=N (after the passes,
 # N LUNs on one gateway, once per daemon: bench/many.py).
 set -euo pipefail
@@ -106,16 +106,27 @@ settings() {  # settings PATH DISK
 
 pattern_of() {  # the command-line pattern of a daemon's processes
   case $1 in
-    tcmu-rbd) echo "-m tcmu_rbd" ;;              # the daemon and its per-LUN workers
+    tcmu-rbd|tcmu-rbd:*) echo "-m tcmu_rbd" ;;   # the daemon and its workers (or hosts)
     tcmu-runner) echo "tcmu-runner --tcmu-log-dir" ;;
     *) echo "unknown daemon $1" >&2; exit 2 ;;
   esac
 }
+start_daemon() {  # start_daemon DAEMON: tcmu-rbd:N is tcmu-rbd with luns_per_worker = N
+  local conf
+  case $1 in
+    tcmu-rbd:*)
+      conf=$LAB_DIR/luns-per-worker-${1#*:}.conf
+      printf '[daemon]\nluns_per_worker = %s\n' "${1#*:}" >"$conf"
+      "$LAB/tcmu-daemon.sh" start --daemon tcmu-rbd -- --config "$conf" >/dev/null ;;
+    *) "$LAB/tcmu-daemon.sh" start --daemon "$1" >/dev/null ;;
+  esac
+}
+stop_daemon() { "$LAB/tcmu-daemon.sh" stop --daemon "${1%%:*}" >/dev/null; }
 serve() {  # serve DAEMON: the iSCSI paths, scaling and memory for one TCMU daemon
   local d=$1 pattern disks=() n i
   pattern=$(pattern_of "$d")
   log "$d"
-  "$LAB/tcmu-daemon.sh" start --daemon "$d" >/dev/null
+  start_daemon "$d"
   disks+=("$(export_lun 0)")
   settings "$d" "${disks[0]}"
   G jobs --path "$d" --set "$SET" "${job_args[@]}" --cpu-of "$pattern" "${disks[0]}"
@@ -132,7 +143,7 @@ serve() {  # serve DAEMON: the iSCSI paths, scaling and memory for one TCMU daem
   for ((i = 0; i < LUNS; i++)); do
     "$LAB/export.sh" remove --backstore "user:rbd/bench$i" --target "$TGT-$i" >/dev/null
   done
-  "$LAB/tcmu-daemon.sh" stop --daemon "$d" >/dev/null
+  stop_daemon "$d"
 }
 for d in $DAEMONS; do serve "$d"; done
 
@@ -142,12 +153,12 @@ many() {  # many DAEMON: $MANY LUNs on one gateway (bench/many.py); a failure is
   [ -n "$HW_MAX_SECTORS" ] && opt+=(--hw-max-sectors "$HW_MAX_SECTORS")
   [ -n "$DATA_AREA_MB" ] && opt+=(--control "max_data_area_mb=$DATA_AREA_MB")
   log "$d: $MANY LUNs on one gateway"
-  "$LAB/tcmu-daemon.sh" start --daemon "$d" >/dev/null
+  start_daemon "$d"
   "$PYTHON" -m tcmu_rbd_lab.bench.many up --path "$d" --out "$OUTF" --luns "$MANY" \
     --pattern "$pattern" --target "$TGT-many" --initiator "$INIT" ${opt[@]+"${opt[@]}"} \
     || log "$d: $MANY LUNs: FAILED"
   "$PYTHON" -m tcmu_rbd_lab.bench.many down --luns "$MANY" --target "$TGT-many" || true
-  "$LAB/tcmu-daemon.sh" stop --daemon "$d" >/dev/null
+  stop_daemon "$d"
 }
 if [ "$MANY" -gt 0 ]; then
   for d in $(printf "%s\n" $DAEMONS | awk '!seen[$0]++'); do many "$d"; done
