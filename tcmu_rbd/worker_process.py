@@ -113,18 +113,21 @@ def socket_for(kind: int, start: Callable[[int], None]) -> socket.socket:
     return ours
 
 
-def exit_code(status: int) -> int:
+def reaped(status: int, proc: "subprocess.Popen | None", ran: bool, log) -> int:
+    """A worker's (or host's) exit code from its wait status.  Popen, when exec'd,
+    is told (the loop reaped it: Popen must not wait for it); a forked one that died
+    before it ran (``ran`` False; its traceback is in the log) means exec from now on."""
     try:
-        return os.waitstatus_to_exitcode(status)
+        code = os.waitstatus_to_exitcode(status)
     except ValueError:
-        return status
-
-
-def _forks_failed(log) -> None:
-    """A forked worker died before it ran (its traceback is in the log): exec from now on."""
-    log.error("a forked worker could not be set up (see its traceback): "
-              "workers start with exec from now on")
-    spawner.disable()
+        code = status
+    if proc is not None:
+        proc.returncode = code
+    elif code == spawner.SETUP_FAILED and not ran:
+        log.error("a forked worker could not be set up (see its traceback): "
+                  "workers start with exec from now on")
+        spawner.disable()
+    return code
 
 
 class StderrRelay:
@@ -389,12 +392,7 @@ class WorkerProcess:
     # -- exit -------------------------------------------------------------------
 
     def _on_exit(self, status: int) -> None:
-        code = exit_code(status)
-        if self.proc is not None:
-            self.proc.returncode = code  # reaped by the loop: Popen must not wait for it
-        elif code == spawner.SETUP_FAILED and not self._first_line_seen:
-            _forks_failed(self.log)
-        self._exited(code)
+        self._exited(reaped(status, self.proc, self._first_line_seen, self.log))
 
     def _exited(self, code: int) -> None:
         """Once: the process exited (or, hosted, the device's thread ended or its
@@ -491,18 +489,12 @@ class WorkerHost:
             pass
 
     def _on_exit(self, status: int) -> None:
-        code = exit_code(status)
+        code = reaped(status, self.proc, self.served > 0, self.log)
         self.exited = True
         self.exit_code = code
-        if self.proc is not None:
-            self.proc.returncode = code
-        elif code == spawner.SETUP_FAILED and not self.served:
-            _forks_failed(self.log)
         self._relay.drain()
         self._relay.close()
-        if not self.closed:
-            self.closed = True
-            self._sock.close()
+        self.close()
         if self.devices:
             self.log.error("worker host pid %d exited (%s) serving %s", self.pid,
                            describe_exit(code), ", ".join(w.uio for w in self.devices))
