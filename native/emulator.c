@@ -190,11 +190,13 @@ static int emu_grow_blocks(struct emu_cmd *c, uint32_t more)
  * contiguous, as the kernel's iovecs do), then an entry of the kernel's size
  * with the CDB after the iovecs, PAD at the wrap, and a release store of
  * cmd_head.  iov_lens: iov_cnt Data-Out/Data-In lengths then bidi_cnt Data-In
- * lengths.  Returns the cmd_id, or -EAGAIN when the ring or the data area is
- * full (the kernel would queue the command until space frees up).
+ * lengths.  data_out (may be NULL) fills the Data-Out vectors before the
+ * entry is published.  Returns the cmd_id, or -EAGAIN when the ring or the
+ * data area is full (the kernel would queue the command until space frees up).
  */
 int emu_submit(struct emu *e, const uint8_t *cdb, uint32_t cdb_len,
-               const uint32_t *iov_lens, uint32_t iov_cnt, uint32_t bidi_cnt)
+               const uint32_t *iov_lens, uint32_t iov_cnt, uint32_t bidi_cnt,
+               const uint8_t *data_out, uint64_t data_out_len)
 {
     struct emu_cmd *c;
     struct tcmu_cmd_entry *ent;
@@ -296,6 +298,11 @@ int emu_submit(struct emu *e, const uint8_t *cdb, uint32_t cdb_len,
     c->status = 0;
     c->uflags = 0;
     c->read_len = 0;
+    /* Data-Out is in place before the entry is visible, as the kernel
+     * scatters it before it moves cmd_head: a handler on another thread may
+     * take the command the moment it is published. */
+    if (data_out && data_out_len)
+        emu_data_copy(e, id, 1, (uint8_t *)data_out, data_out_len, 0);
     e->inflight++;
     emu_publish(e, head, size);
     return id;

@@ -66,7 +66,8 @@ struct emu {
 struct emu *emu_create(uint32_t cmdr_size, uint32_t data_blocks, uint32_t block_size, uint16_t flags);
 void emu_destroy(struct emu *e);
 int  emu_submit(struct emu *e, const uint8_t *cdb, uint32_t cdb_len,
-                const uint32_t *iov_lens, uint32_t iov_cnt, uint32_t bidi_cnt);
+                const uint32_t *iov_lens, uint32_t iov_cnt, uint32_t bidi_cnt,
+                const uint8_t *data_out, uint64_t data_out_len);
 int  emu_submit_tmr(struct emu *e, uint8_t tmr_type, const uint16_t *ids, uint32_t n);
 int  emu_write_raw(struct emu *e, uint32_t len_op, uint16_t cmd_id, const uint8_t *body, uint32_t body_len);
 int  emu_reap(struct emu *e);

@@ -32,7 +32,7 @@ int engine_drive(struct emu *e, const struct engine_backend *b, struct tr_ring *
         int n, k, got, blocked = now >= end || inflight >= qd;
 
         while (!blocked) {
-            int cid = emu_submit(e, cdbs + (i % ncdb) * 16, 16, &data_len, 1, 0);
+            int cid = emu_submit(e, cdbs + (i % ncdb) * 16, 16, &data_len, 1, 0, NULL, 0);
             if (cid < 0) {
                 blocked = 1;    /* the ring or the data area is full: complete some first */
                 break;

@@ -74,6 +74,43 @@ def test_command_is_copied_out_with_cdb_and_iovecs(emu):
     assert r.take() == 0
 
 
+def test_data_out_is_in_place_when_a_handler_thread_takes_the_command(emu):
+    # the kernel scatters Data-Out before it moves cmd_head: a handler on another
+    # thread that takes a WRITE the moment it is published reads all of its data
+    import threading
+    r = emu.ring()
+    n, seen, done = 3000, {}, threading.Event()
+
+    def handler():
+        while len(seen) < n and not done.is_set():
+            k = r.take()
+            if k:
+                for ev in r.events[0:k]:
+                    c = r.cmd(ev.cmd_id)
+                    seen[ev.cmd_id] = ffi.buffer(c.iov[0].iov_base, c.data_len)[:]
+                    r.complete(ev.cmd_id, 0)
+                r.kick()
+
+    t = threading.Thread(target=handler)
+    t.start()
+    sent = {}
+    try:
+        for i in range(n):
+            data = bytes([i % 251 + 1]) * 4096
+            while True:
+                try:
+                    sent[emu.submit(WRITE10, data_out=data)] = data
+                    break
+                except Full:
+                    emu.doorbell()
+                    emu.reap()
+    finally:
+        t.join(30)
+        done.set()
+    assert not t.is_alive()
+    assert seen == sent
+
+
 def test_variable_length_cdb_is_copied_whole(emu):
     r = emu.ring()
     cdb = bytes([0x7F, 0, 0, 0, 0, 0, 0, 24]) + bytes(range(24))

@@ -66,6 +66,9 @@ class Emulator:
         self._want_data = {}      # cmd_id -> Data-In length to capture at reap
         self.results: dict[int, Result] = {}
         self._rings = []
+        # The kernel side's state is the kernel's cmdr_lock's: a handler thread's
+        # doorbell (Ring.kick) reaps while a test thread submits and reaps.
+        self._lock = threading.Lock()
 
     # -- the handler's view ----------------------------------------------
     def ring(self, length: int | None = None) -> Ring:
@@ -95,30 +98,31 @@ class Emulator:
             iov_lens = [total] if total else []
         bidi_lens = bidi_lens or []
         lens = list(iov_lens) + list(bidi_lens)
-        for i, n in enumerate(lens):
-            self._lens[i] = n
-        rc = lib.emu_submit(self._e, cdb, len(cdb), self._lens, len(iov_lens), len(bidi_lens))
+        out = ffi.from_buffer("uint8_t[]", data_out) if data_out else ffi.NULL
+        with self._lock:
+            for i, n in enumerate(lens):
+                self._lens[i] = n
+            rc = lib.emu_submit(self._e, cdb, len(cdb), self._lens, len(iov_lens), len(bidi_lens),
+                                out, len(data_out) if data_out else 0)
+            if rc >= 0:
+                if bidi_lens:
+                    self._want_data[rc] = (sum(bidi_lens), 1)
+                elif data_out is None and sum(iov_lens):
+                    self._want_data[rc] = (sum(iov_lens), 0)
+                else:
+                    self._want_data.pop(rc, None)
         if rc == -errno.EAGAIN:
             raise Full("ring or data area full")
         if rc == -errno.EIO:
             raise RingBroken("ring is broken")
         if rc < 0:
             raise OSError(-rc, "emu_submit: " + os.strerror(-rc))
-        cmd_id = rc
-        if data_out:
-            buf = ffi.from_buffer(data_out)
-            lib.emu_data_copy(self._e, cmd_id, 1, ffi.cast("uint8_t *", buf), len(data_out), 0)
-        if bidi_lens:
-            self._want_data[cmd_id] = (sum(bidi_lens), 1)
-        elif data_out is None and sum(iov_lens):
-            self._want_data[cmd_id] = (sum(iov_lens), 0)
-        else:
-            self._want_data.pop(cmd_id, None)
-        return cmd_id
+        return rc
 
     def submit_tmr(self, tmr_type: int, ids: list[int]) -> None:
         arr = ffi.new("uint16_t[]", ids or [0])
-        rc = lib.emu_submit_tmr(self._e, tmr_type, arr, len(ids))
+        with self._lock:
+            rc = lib.emu_submit_tmr(self._e, tmr_type, arr, len(ids))
         if rc == -errno.EAGAIN:
             raise Full("ring full")
         if rc < 0:
@@ -126,7 +130,8 @@ class Emulator:
 
     def write_raw(self, len_op: int, cmd_id: int, body: bytes) -> None:
         """Put an arbitrary entry on the ring (hostile-ring tests)."""
-        rc = lib.emu_write_raw(self._e, len_op, cmd_id, body, len(body))
+        with self._lock:
+            rc = lib.emu_write_raw(self._e, len_op, cmd_id, body, len(body))
         if rc == -errno.EAGAIN:
             raise Full("ring full")
         if rc < 0:
@@ -134,13 +139,18 @@ class Emulator:
 
     def doorbell(self) -> int:
         """What the handler's 4-byte write does: reap up to cmd_tail."""
-        n = lib.emu_reap(self._e)
+        with self._lock:
+            n = lib.emu_reap(self._e)
         if n < 0:
             raise RingBroken("the handler broke the ring (unknown or duplicate cmd_id, or bad cmd_tail)")
         return n
 
     def reap(self, capture: bool = True) -> list[Result]:
         """Results of the commands reaped since the last call, oldest first."""
+        with self._lock:
+            return self._reap_locked(capture)
+
+    def _reap_locked(self, capture: bool) -> list[Result]:
         out = []
         e = self._e
         count = e.done_n
@@ -168,8 +178,9 @@ class Emulator:
 
     def reset_ring(self) -> None:
         """action/reset_ring: fail everything in flight with BUSY, zero head/tail."""
-        lib.emu_reset_ring(self._e)
-        self._want_data.clear()
+        with self._lock:
+            lib.emu_reset_ring(self._e)
+            self._want_data.clear()
 
     @contextmanager
     def scribble(self, off: int, a: int, b: int):
