@@ -29,7 +29,6 @@ the fds), the worker itself (worker.py).
 
 from __future__ import annotations
 
-import array
 import ctypes
 import json
 import logging
@@ -91,8 +90,7 @@ class Spawner:
         fds = [out_fd] + list(pass_fds)
         msg = json.dumps({"cmd": cmd, "fds": list(pass_fds), "env": env}).encode()
         try:
-            self._sock.sendmsg([msg], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                        array.array("i", fds))])
+            socket.send_fds(self._sock, [msg], fds)
             answer = json.loads(self._sock.recv(MAX_MSG) or b"{}")
         except (OSError, ValueError) as e:
             self.close()        # a new spawner for the next one
@@ -223,11 +221,7 @@ def _worker(sock: socket.socket, req: dict, fds: list[int]) -> None:
 
 def _serve_one(sock: socket.socket) -> bool:
     """One request: fork twice, answer the grandchild's pid.  False at EOF."""
-    fds = array.array("i")
-    msg, anc, _flags, _addr = sock.recvmsg(MAX_MSG, socket.CMSG_SPACE(64 * fds.itemsize))
-    for level, kind, data in anc:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+    msg, fds, _flags, _addr = socket.recv_fds(sock, MAX_MSG, 64)
     if not msg:
         return False
     try:
@@ -242,7 +236,7 @@ def _serve_one(sock: socket.socket) -> bool:
                 pid = os.fork()
                 if pid == 0:
                     os.close(w)
-                    _worker(sock, req, list(fds))
+                    _worker(sock, req, fds)
                 os.write(w, str(pid).encode())
             finally:
                 os._exit(0)

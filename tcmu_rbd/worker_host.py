@@ -23,7 +23,6 @@ every device.  Not here: serving one device (worker.serve_device), the protocol
 
 from __future__ import annotations
 
-import array
 import functools
 import logging
 import signal
@@ -42,12 +41,8 @@ MAX_MSG = 4096
 def recv_serve(sock: socket.socket) -> tuple[bytes, list[int]]:
     """One message of the host socket and the descriptors that came with it
     (b"" at EOF)."""
-    fds = array.array("i")
-    msg, anc, _flags, _addr = sock.recvmsg(MAX_MSG, socket.CMSG_SPACE(4 * fds.itemsize))
-    for level, kind, data in anc:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
-    return msg, list(fds)
+    msg, fds, _flags, _addr = socket.recv_fds(sock, MAX_MSG, 4)
+    return msg, fds
 
 
 class WorkerHost:

@@ -17,7 +17,6 @@ itself (worker.py).
 
 from __future__ import annotations
 
-import array
 import dataclasses
 import errno
 import os
@@ -132,10 +131,11 @@ def reaped(status: int, proc: "subprocess.Popen | None", ran: bool, log) -> int:
 
 class StderrRelay:
     """A worker's stdout+stderr pipe, relayed line by line into ``log`` (an
-    sd-daemon ``<N>`` prefix sets the level) until EOF."""
+    sd-daemon ``<N>`` prefix sets the level) until EOF.  ``route(text)``, if
+    given, picks the log of each line (a host's: the device a line names)."""
 
-    def __init__(self, fd: int, loop, log):
-        self.fd, self.loop, self.log = fd, loop, log
+    def __init__(self, fd: int, loop, log, route: Callable[[str], object] | None = None):
+        self.fd, self.loop, self.log, self._route = fd, loop, log, route
         self._buf = b""
         self._watch: int | None = loop.add_reader(fd, self.drain)
 
@@ -162,7 +162,7 @@ class StderrRelay:
             text = line.decode("utf-8", "replace").rstrip()
             if text:
                 level, text = relayed_level(text)
-                self.log.log(level, "worker: %s", text)
+                (self._route(text) if self._route else self.log).log(level, "worker: %s", text)
         if len(self._buf) > control.MAX_LINE:  # no newline in sight: drop it
             self._buf = b""
 
@@ -440,9 +440,17 @@ class WorkerHost:
             self.pid, self.proc, self._errfd = start_process(
                 command, host_args(fd, settings), settings, [fd], log)
         self._sock = socket_for(socket.SOCK_SEQPACKET, start)
-        self._relay = StderrRelay(self._errfd, loop, log)
+        self._relay = StderrRelay(self._errfd, loop, log, route=self._log_for)
         loop.watch_child(self.pid, self._on_exit)
         log.info("worker host pid %d started (up to %d LUNs)", self.pid, capacity)
+
+    def _log_for(self, text: str):
+        """The log of the device a relayed line names (the worker's lines name
+        ``<name>(uioN):``), with its device context; else the host's."""
+        for w in self.devices:
+            if f"({w.uio}):" in text:
+                return w.log
+        return self.log
 
     def has_room(self) -> bool:
         return not (self.exited or self.closed) and len(self.devices) < self.capacity
@@ -451,8 +459,7 @@ class WorkerHost:
         """Send a device to the host (OSError when it cannot be reached)."""
         if self.exited or self.closed:
             raise OSError(errno.ESRCH, f"worker host pid {self.pid} is gone")
-        self._sock.sendmsg([control.encode_serve(msg)],
-                           [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        socket.send_fds(self._sock, [control.encode_serve(msg)], fds)
         self.devices.append(w)
         self.served += 1
 

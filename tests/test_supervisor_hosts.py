@@ -44,6 +44,7 @@ FAKE_HOST = textwrap.dedent(
             s.close()
             return
         send({"event": "ready"})
+        print(f"<6>tcmu_rbd.worker: disk({uio}): serving", file=sys.stderr, flush=True)
         if b.get("start") == "ready_then_crash_host":
             time.sleep(0.3)
             os._exit(9)
@@ -108,6 +109,14 @@ def test_devices_share_hosts_up_to_luns_per_worker(h, caplog):
     assert "--uio" not in first["argv"] and first["fds"] == 2    # its socket and metrics
     assert h.sup.devices["uio0"].worker.pid == p0
     assert "fake host up" in caplog.text
+    # each device's lines from the host's stderr carry that device's context
+    assert h.loop.run_until(lambda: caplog.text.count("): serving") == 3, 5)
+    served = [r.getMessage() for r in caplog.records if "): serving" in r.getMessage()]
+    for m in range(3):
+        assert sum(f"device=disk{m} uio=uio{m} " in x and f"disk(uio{m}): serving" in x
+                   for x in served) == 1, served
+    up = [r.getMessage() for r in caplog.records if "fake host up" in r.getMessage()]
+    assert up and not any("device=" in x for x in up)
 
 
 def test_a_hosted_device_stops_alone_and_an_empty_host_exits(h):

@@ -2,12 +2,17 @@
 # after lib.sh: data written and verified through the initiator's block device.
 # (ha_lib.sh has its own, over the multipath device.)
 
-fio_verify() {  # dev size [extra fio args]
-  local dev=$1 size=$2; shift 2
+fio_verify() {  # dev size [extra fio args]: the report to stderr, its errors= to stdout
+  local dev=$1 size=$2 out rc; shift 2
+  # the report goes to a file, then to our stderr as it is (tee /dev/stderr reopens
+  # the stderr file and failed with EBUSY when two ran in the background)
+  out=$(mktemp /tmp/fio-verify.XXXXXX)
   fio --name=verify --filename="$dev" --direct=1 --ioengine=libaio --iodepth=16 \
     --rw=randwrite --bs=4k --size="$size" --verify=crc32c --do_verify=1 \
-    --verify_fatal=1 --verify_backlog=1024 --output-format=terse --minimal "$@" \
-    | tee /dev/stderr | awk -F';' '{print "fio errors="$5}' ; return "${PIPESTATUS[0]}"
+    --verify_fatal=1 --verify_backlog=1024 --output-format=terse --minimal "$@" --output="$out"
+  rc=$?
+  cat "$out" >&2; awk -F';' '{print "fio errors="$5}' "$out"; rm -f "$out"
+  return $rc
 }
 dd_roundtrip() {  # dev [MiB offset]: disk0's ext4 partition is 1-257 MiB, keep clear
   local dev=$1 at=${2:-8} pat; pat=$(mktemp /tmp/pat.XXXXXX)

@@ -98,18 +98,14 @@ check read_back_all_luns verify "$disk0" "$disk1" "$disk2"
 kill_host() {
   local h f0 f1 rc=0 n0 p0 p1; h=$(cat "$W/host01") n0=$(($(wc -l <"$DLOG") + 1))
   echo "killing host pid $h (disk0, disk1) under fio write + verify on both"
-  # fio_verify's job, its report to a file (its copy to /dev/stderr, tee, can fail here)
-  verify_job() { fio --name=verify --filename="$1" --direct=1 --ioengine=libaio --iodepth=16 \
-    --rw=randwrite --bs=4k --size=24M --offset=64M --verify=crc32c --do_verify=1 \
-    --verify_fatal=1 --verify_backlog=1024 --output-format=terse --minimal --output="$2"; }
-  verify_job "$disk0" "$W/fio0.log" & f0=$!
-  verify_job "$disk1" "$W/fio1.log" & f1=$!
+  fio_verify "$disk0" 24M --offset=64M >"$W/fio0.log" 2>&1 & f0=$!
+  fio_verify "$disk1" 24M --offset=64M >"$W/fio1.log" 2>&1 & f1=$!
   sleep 4
   kill -0 "$f0" && kill -0 "$f1" || { cat "$W"/fio?.log; echo "I/O ended before the kill"; return 1; }
   kill -9 "$h"
   wait "$f0" || { echo "fio on disk0 exited $?"; rc=1; }
   wait "$f1" || { echo "fio on disk1 exited $?"; rc=1; }
-  awk -F';' '{print "fio errors="$5}' "$W/fio0.log" "$W/fio1.log"
+  grep -h "fio errors=" "$W/fio0.log" "$W/fio1.log"
   log_since "$n0" | grep -E 'exited|restart|ready|served by' | tr -s ' ' | cut -c1-200
   p0=$(holder_of "$(uio_of 0)") p1=$(holder_of "$(uio_of 1)")
   echo "disk0 now in $p0, disk1 in $p1"
