@@ -35,14 +35,8 @@ log = logging.getLogger("tcmu_rbd.worker_host")
 
 #: how often the host's main thread looks whether it was told to stop
 POLL = 1.0
-MAX_MSG = 4096
-
-
-def recv_serve(sock: socket.socket) -> tuple[bytes, list[int]]:
-    """One message of the host socket and the descriptors that came with it
-    (b"" at EOF)."""
-    msg, fds, _flags, _addr = socket.recv_fds(sock, MAX_MSG, 4)
-    return msg, fds
+#: a Serve message, and the descriptors it carries (its socket, its metrics memfd)
+MAX_MSG, MAX_FDS = 4096, 4
 
 
 class WorkerHost:
@@ -63,7 +57,7 @@ class WorkerHost:
         self.sock.settimeout(POLL)
         while True:
             try:
-                msg, fds = recv_serve(self.sock)
+                msg, fds, _flags, _addr = socket.recv_fds(self.sock, MAX_MSG, MAX_FDS)
             except socket.timeout:
                 if self.stopping and not self._alive():
                     break
