@@ -94,13 +94,9 @@ disk=$OUT
 say "      the LUN is $disk: $(blockdev --getsize64 "$disk") bytes, $(sg_inq "$disk" 2>/dev/null | sed -n 's/ *Vendor identification: *//p') $(sg_inq "$disk" 2>/dev/null | sed -n 's/ *Product identification: *//p'), serial $(sg_vpd -p sn "$disk" 2>/dev/null | sed -n 's/ *Unit serial number: *//p')"
 
 part() {
-  parted -s "$disk" mklabel gpt mkpart demo ext4 1MiB 100% || return 1
-  partprobe "$disk" 2>/dev/null || blockdev --rereadpt "$disk" || true
-  for _ in $(seq 60); do [ -b "${disk}1" ] && break; sleep 0.5; done
-  [ -b "${disk}1" ] || { echo "${disk}1 did not appear" >&2; return 1; }
-  parted -s "$disk" print
+  "$LAB/initiator.sh" partition --disk "$disk" >/dev/null && parted -s "$disk" print
 }
-step "partitioning $disk (GPT, one partition)" part || fail "partitioning failed"
+step "partitioning $disk (GPT, one partition)" part || fail "partitioning failed" "$LAB_LOG_DIR/initiator.log"
 printf '%s\n' "$OUT" | indent
 
 step "creating an ext4 filesystem on ${disk}1" mkfs.ext4 -q -F "${disk}1" || fail "mkfs failed"

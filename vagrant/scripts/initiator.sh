@@ -4,6 +4,9 @@
 #                      [--cmds-max 128] [--queue-depth 128] [--lun 0]
 #   initiator.sh disk  --target IQN [--lun N]     (rescan, wait for the LUN's disk)
 #   initiator.sh logout [--target IQN]            (all sessions without --target)
+#   initiator.sh partition --disk /dev/sdX [--end 100%]
+#                      a new GPT with one partition from 1 MiB; prints its path
+#                      once the kernel and udev are done with it
 #   initiator.sh multipath [--policy group_by_prio|multibus] [--stop]
 #                      dm-multipath over the sessions' disks (ALUA priorities;
 #                      multipathd in the foreground; udevd started if none runs)
@@ -13,7 +16,7 @@ set -euo pipefail
 
 action=${1:-}; shift || true
 target= iname= portal=127.0.0.1:3260 cmds_max=128 qdepth=128 lun=0 wait_s=90
-policy=group_by_prio stop_mp=
+policy=group_by_prio stop_mp= disk= end=100%
 while [ $# -gt 0 ]; do
   case $1 in
     --target) target=$2; shift 2 ;;
@@ -25,6 +28,8 @@ while [ $# -gt 0 ]; do
     --wait) wait_s=$2; shift 2 ;;
     --policy) policy=$2; shift 2 ;;
     --stop) stop_mp=1; shift ;;
+    --disk) disk=$2; shift 2 ;;
+    --end) end=$2; shift 2 ;;
     *) die "unknown argument $1" ;;
   esac
 done
@@ -79,6 +84,26 @@ case $action in
     disk_ready || iscsiadm -m session --rescan
     wait_until "$wait_s" "the disk of LUN $lun" disk_ready
     result "/dev/$(disk_of)"
+    ;;
+  partition)
+    [ -b "$disk" ] || die "--disk: '$disk' is not a block device"
+    settle() { udevadm settle -t 30 || true; }
+    part_ready() { [ -b "${disk}1" ]; }
+    # parted tells the kernel about the partition itself (BLKPG). udevd then reads
+    # the table again (BLKRRPART) because a writer closed the disk, so ${disk}1
+    # goes and comes back: wait for udev before anyone uses it. A partprobe here
+    # raced with that re-read and lost the partition for good (CI, 2026-12-07).
+    parted -s "$disk" mklabel gpt mkpart p1 ext4 1MiB "$end"
+    settle
+    for _ in $(seq 20); do part_ready && break; sleep 0.5; done
+    if ! part_ready; then
+      echo "no ${disk}1 after parted: $(tr -s ' \n' ' ' </proc/partitions)"; dmesg | tail -n 10
+      partprobe "$disk" || blockdev --rereadpt "$disk" || true
+      settle
+    fi
+    wait_until 30 "${disk}1" part_ready
+    settle
+    result "${disk}1"
     ;;
   logout)
     if [ -n "$target" ]; then
@@ -135,5 +160,5 @@ EOF
     multipath -r >/dev/null 2>&1 || true
     result "multipath $policy"
     ;;
-  *) die "usage: initiator.sh login|disk|logout|multipath ..." ;;
+  *) die "usage: initiator.sh login|disk|logout|partition|multipath ..." ;;
 esac

@@ -57,10 +57,7 @@ check vpd_lbp sh -c "sg_vpd -p lbpv '$disk' | tee /dev/stderr | grep -Eq 'Unmap 
 # --- 2. a filesystem; fio write + verify -----------------------------------------------
 fs_roundtrip() {
   local dev=$1 mnt=/tmp/mnt0
-  parted -s "$dev" mklabel gpt mkpart p1 ext4 1MiB 257MiB
-  partprobe "$dev" || blockdev --rereadpt "$dev" || true
-  local part=${dev}1
-  for _ in $(seq 40); do [ -b "$part" ] && break; sleep 0.5; done
+  local part; part=$("$LAB/initiator.sh" partition --disk "$dev" --end 257MiB)
   mkfs.ext4 -q -F "$part"
   mkdir -p "$mnt"; mount "$part" "$mnt"
   for i in 1 2 3 4; do dd if=/dev/urandom of="$mnt/f$i" bs=1M count=8 status=none; done
